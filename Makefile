@@ -1,0 +1,37 @@
+# Two commands on a fresh Debian machine (as root): `make run` and `make test`.
+# `make setup` is what both depend on: Debian packages that are missing, a .venv, and the project installed into it.
+
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.relitcam-installed
+DEBS    := espeak-ng libespeak-ng1 blender-data sox chromium portaudio19-dev pulseaudio
+RELITCAM := $(VENV)/bin/relitcam
+
+.PHONY: setup debs run test clean
+
+setup: debs $(STAMP)
+
+# Only packages that are missing are installed, so a machine that has them needs neither root nor the network.
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: need root to apt-get install$$missing (or install them yourself)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	$(RELITCAM) run
+
+test: setup
+	$(VPY) -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,1 @@
+"""Networks, enrollment, image formation and avatar bundles for relitcam."""

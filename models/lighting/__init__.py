@@ -1,0 +1,1 @@
+"""relitcam: models/lighting."""

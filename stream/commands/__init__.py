@@ -1,0 +1,1 @@
+"""Subcommands of the relitcam CLI, one module per job."""

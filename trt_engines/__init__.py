@@ -1,0 +1,1 @@
+"""relitcam: trt_engines."""
