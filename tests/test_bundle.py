@@ -1,0 +1,97 @@
+"""Avatar bundles: atomic write, validated load, clear refusals of damaged or foreign bundles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.bundle import FORMAT_VERSION, BundleError, NetSpec, load_bundle, write_bundle
+
+
+@pytest.fixture()
+def tiny_onnx(tmp_path):
+    net = torch.nn.Conv2d(3, 2, 3, padding=1)
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(path), input_names=["image"], output_names=["out"],
+                      dynamo=False)
+    return path, NetSpec(file="", inputs={"image": [1, 3, 8, 8]}, outputs={"out": [1, 2, 8, 8]})
+
+
+def _write(tmp_path, tiny_onnx, **overrides):
+    kwargs = dict(
+        name="test",
+        size_px=8,
+        fps=25.0,
+        lookahead_ms=80.0,
+        sh_coeffs=np.ones((9, 3), np.float32),
+        onnx_files={"mouth": tiny_onnx},
+        arrays={"albedo": np.zeros((4, 8, 8, 3), np.float16)},
+    )
+    kwargs.update(overrides)
+    return write_bundle(tmp_path / "avatar", **kwargs)
+
+
+def test_round_trip(tmp_path, tiny_onnx):
+    path = _write(tmp_path, tiny_onnx)
+    bundle = load_bundle(path)
+    assert bundle.size_px == 8 and bundle.fps == 25.0 and bundle.lookahead_ms == 80.0
+    assert bundle.arrays["albedo"].shape == (4, 8, 8, 3) and bundle.arrays["albedo"].dtype == np.float16
+    np.testing.assert_array_equal(bundle.sh_coeffs, np.ones((9, 3)))
+    assert bundle.net_path("mouth").is_file()
+    # nothing temporary is left beside the bundle
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar", "tiny.onnx"]
+
+
+def test_rewrite_replaces_whole_bundle(tmp_path, tiny_onnx):
+    _write(tmp_path, tiny_onnx, arrays={"old": np.zeros(3)})
+    path = _write(tmp_path, tiny_onnx)
+    assert not (path / "old.npy").exists()
+    assert set(load_bundle(path).arrays) == {"albedo"}
+
+
+def test_failed_write_leaves_previous_bundle(tmp_path, tiny_onnx):
+    path = _write(tmp_path, tiny_onnx)
+    with pytest.raises(BundleError, match="dtype object"):
+        _write(tmp_path, tiny_onnx, arrays={"bad": np.array([object()])})
+    assert set(load_bundle(path).arrays) == {"albedo"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar", "tiny.onnx"]
+
+
+def test_refuses_other_version(tmp_path, tiny_onnx):
+    path = _write(tmp_path, tiny_onnx)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version"):
+        load_bundle(path)
+
+
+def test_refuses_damaged_file(tmp_path, tiny_onnx):
+    path = _write(tmp_path, tiny_onnx)
+    data = bytearray((path / "mouth.onnx").read_bytes())
+    data[-5] ^= 0xFF
+    (path / "mouth.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="mouth.onnx is damaged"):
+        load_bundle(path)
+
+
+def test_refuses_missing_file_and_not_a_bundle(tmp_path, tiny_onnx):
+    path = _write(tmp_path, tiny_onnx)
+    (path / "albedo.npy").unlink()
+    with pytest.raises(BundleError, match="albedo.npy .* missing"):
+        load_bundle(path)
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        load_bundle(tmp_path)
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+
+
+def test_refuses_wrong_net_shape(tmp_path, tiny_onnx):
+    onnx_path, spec = tiny_onnx
+    bad = NetSpec(file="", inputs={"image": [1, 3, 16, 16]}, outputs=spec.outputs)
+    path = _write(tmp_path, tiny_onnx, onnx_files={"mouth": (onnx_path, bad)})
+    with pytest.raises(BundleError, match="input 'image' has shape"):
+        load_bundle(path)
