@@ -1,0 +1,1 @@
+"""Enrollment: from one talking video to a relightable avatar bundle (ReliTalk, made real-time)."""

@@ -1,0 +1,86 @@
+"""The image formation of models/render.py in differentiable torch, for training (channels-first tensors).
+
+Same convention as models/lighting/sh.py: camera space x right, y up, z toward the viewer; `sh_coeffs` (9, 3) are
+radiance SH; shading = irradiance / pi; I = A * (S_shad + C_spec * S_spec). Equality with the NumPy path is tested.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.lighting.sh import (
+    IRRADIANCE_GAIN_PER_COEFF,
+    Y1_CONST,
+    Y2_CROSS_CONST,
+    Y00_CONST,
+    Y20_CONST,
+    Y22_CONST,
+)
+
+
+def sh_basis(directions: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Y_lm at unit directions with xyz on axis `dim` -> 9 values on that axis."""
+    x, y, z = directions.unbind(dim)
+    return torch.stack(
+        [
+            torch.full_like(x, Y00_CONST),
+            Y1_CONST * y,
+            Y1_CONST * z,
+            Y1_CONST * x,
+            Y2_CROSS_CONST * x * y,
+            Y2_CROSS_CONST * y * z,
+            Y20_CONST * (3.0 * z * z - 1.0),
+            Y2_CROSS_CONST * x * z,
+            Y22_CONST * (x * x - y * y),
+        ],
+        dim=dim,
+    )
+
+
+def shading(normals: torch.Tensor, sh_coeffs: torch.Tensor) -> torch.Tensor:
+    """Lambertian shading irradiance/pi, (B, 3, H, W), from unit normals (B, 3, H, W) and SH (9, 3) or (B, 9, 3)."""
+    gains = torch.tensor(IRRADIANCE_GAIN_PER_COEFF, dtype=normals.dtype, device=normals.device)
+    coeffs = sh_coeffs * gains[:, None] / math.pi
+    basis = sh_basis(normals, dim=1)  # (B, 9, H, W)
+    if coeffs.dim() == 2:
+        return torch.einsum("bkhw,kc->bchw", basis, coeffs)
+    return torch.einsum("bkhw,bkc->bchw", basis, coeffs)
+
+
+def fibonacci_directions(count: int, dtype=torch.float32) -> torch.Tensor:
+    """`count` near-uniform unit directions (count, 3), each standing for a solid angle of 4 pi / count."""
+    i = torch.arange(count, dtype=torch.float64) + 0.5
+    z = 1.0 - 2.0 * i / count
+    r = torch.sqrt(1.0 - z * z)
+    phi = i * math.pi * (3.0 - math.sqrt(5.0))
+    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], dim=-1).to(dtype)
+
+
+def sh_specular_lights(sh_coeffs: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Radiance integrated over each direction's solid angle (K, 3) of SH lighting (9, 3), negative lobes clamped.
+
+    This is how a learned SH lighting becomes the set of lights the Blinn-Phong sum runs over.
+    """
+    radiance = sh_basis(directions, dim=-1) @ sh_coeffs  # (K, 3)
+    return torch.clamp(radiance, min=0.0) * (4.0 * math.pi / directions.shape[0])
+
+
+def specular(normals: torch.Tensor, light_dirs: torch.Tensor, light_rgb: torch.Tensor, shininess: float) -> torch.Tensor:
+    """sum_k L_k (s+2)/(2 pi) max(h_k . n, 0)^s max(n . w_k, 0), h_k = normalize(w_k + v), v = +z; (B,3,H,W).
+
+    The same formula as models/render.specular (the cosine factor keeps lights behind the surface dark).
+    """
+    view = torch.tensor([0.0, 0.0, 1.0], dtype=normals.dtype, device=normals.device)
+    half = light_dirs + view
+    half = half / half.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    n_dot_h = torch.einsum("bchw,kc->bkhw", normals, half).clamp_min(0.0)
+    n_dot_w = torch.einsum("bchw,kc->bkhw", normals, light_dirs).clamp_min(0.0)
+    lobe = n_dot_h.pow(shininess) * n_dot_w * ((shininess + 2.0) / (2.0 * math.pi))
+    return torch.einsum("bkhw,kc->bchw", lobe, light_rgb)
+
+
+def render(albedo, normals, spec_weight, sh_coeffs, light_dirs, light_rgb, shininess: float) -> torch.Tensor:
+    """I = A * (S_shad + C_spec * S_spec), all (B, C, H, W); spec_weight has one channel."""
+    return albedo * (shading(normals, sh_coeffs) + spec_weight * specular(normals, light_dirs, light_rgb, shininess))
