@@ -1,0 +1,210 @@
+"""Container I/O: round trips, audio/video sync through AAC, variable frame rate, frame folders, errors."""
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from models import media
+
+RATE = media.AUDIO_RATE_HZ
+
+
+def _smooth_frames(count: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
+    y, x = np.mgrid[0:h, 0:w]
+    return [
+        np.stack([(x * 4 + k * 3) % 256, (y * 5) % 256, np.full_like(x, 40 + k)], axis=-1).astype(np.uint8)
+        for k in range(count)
+    ]
+
+
+def _flash_clip(fps: float, flash_frame: int, count: int, h: int = 48, w: int = 64):
+    """Black frames with one white frame, and a 1 kHz tone burst starting exactly when that frame is shown."""
+    frames = [np.full((h, w, 3), 255 if k == flash_frame else 0, np.uint8) for k in range(count)]
+    audio = np.zeros(int(count / fps * RATE), np.float32)
+    onset = int(round(flash_frame / fps * RATE))
+    audio[onset : onset + 1600] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(1600) / RATE)
+    return frames, audio
+
+
+def _onset_s(audio: np.ndarray, rate: int) -> float:
+    return int(np.argmax(np.abs(audio) > 0.05)) / rate
+
+
+def test_round_trip_keeps_frames_size_rate_and_timing(tmp_path):
+    frames = _smooth_frames(12)
+    path = tmp_path / "clip.mp4"
+    assert media.write_mp4(path, iter(frames), fps=25) == 12
+    clip = media.read_video(path)
+    assert clip.frames.shape == (12, 48, 64, 3) and clip.frames.dtype == np.uint8
+    assert clip.fps == pytest.approx(25)
+    np.testing.assert_allclose(clip.frame_pts_s, np.arange(12) / 25, atol=1e-6)
+    assert clip.is_constant_rate
+    assert clip.audio is None
+    err = np.abs(clip.frames.astype(int) - np.stack(frames).astype(int)).mean()
+    assert err < 3  # lossy, but close at crf 18
+
+
+@pytest.mark.parametrize("fps,flash_frame", [(30, 30), (25, 17), (29.97, 41)])
+def test_audio_stays_in_sync_with_video_through_aac(tmp_path, fps, flash_frame):
+    frames, audio = _flash_clip(fps, flash_frame, count=60)
+    path = tmp_path / "sync.mp4"
+    media.write_mp4(path, frames, fps=fps, audio=audio)
+    clip = media.read_video(path)
+    assert clip.audio is not None and clip.audio.dtype == np.float32
+    shown = int(np.argmax(clip.frames.mean(axis=(1, 2, 3))))
+    assert shown == flash_frame
+    offset_ms = (_onset_s(clip.audio, clip.audio_sample_rate_hz) - clip.frame_pts_s[shown]) * 1000
+    assert abs(offset_ms) < 5, f"audio onset is {offset_ms:.2f} ms off the flash frame"
+
+
+def test_audio_is_resampled_to_16k_mono_with_onset_kept(tmp_path):
+    # A 44.1 kHz stereo AAC track written directly with PyAV, onset 0.5 s, tone in the left channel only.
+    path = tmp_path / "stereo.mp4"
+    src_rate, onset_s = 44100, 0.5
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
+        a = c.add_stream("aac", rate=src_rate)
+        a.layout = "stereo"
+        for k in range(25):
+            f = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            f.pts = k
+            c.mux(v.encode(f))
+        c.mux(v.encode(None))
+        n = src_rate
+        left = np.zeros(n, np.float32)
+        start = int(onset_s * src_rate)
+        left[start : start + 4410] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(4410) / src_rate)
+        stereo = np.stack([left, np.zeros_like(left)])
+        for s in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(stereo[:, s : s + 1024]), format="fltp",
+                                               layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = src_rate, s, Fraction(1, src_rate)
+            c.mux(a.encode(frame))
+        c.mux(a.encode(None))
+    audio = media.read_audio(path)
+    assert audio.ndim == 1 and audio.dtype == np.float32
+    assert audio.size == pytest.approx(RATE, abs=2048)  # one second, plus encoder tail padding
+    assert abs(_onset_s(audio, RATE) - onset_s) < 0.003
+    # FFmpeg's stereo-to-mono downmix weights each channel by 1/sqrt(2)
+    assert np.abs(audio).max() == pytest.approx(0.5 / np.sqrt(2), abs=0.05)
+
+
+def test_audio_placed_by_first_chunk_time():
+    chunk = np.ones(100, np.float32)
+    late = media._place_audio_chunks([(0.01, chunk), (None, chunk)], RATE)
+    assert late.size == 160 + 200 and not late[:160].any()
+    primed = media._place_audio_chunks([(-0.005, chunk)], RATE)
+    assert primed.size == 20  # 80 priming samples before time 0 dropped
+
+
+def test_odd_sizes_are_padded_to_even(tmp_path):
+    frames = [f[:47, :63] for f in _smooth_frames(3)]
+    media.write_mp4(tmp_path / "odd.mp4", frames, fps=10)
+    info = media.probe_video(tmp_path / "odd.mp4")
+    assert (info.width_px, info.height_px) == (64, 48)
+    assert info.frame_count == 3 and not info.has_audio
+
+
+def test_write_is_atomic(tmp_path):
+    path = tmp_path / "out.mp4"
+    bad = _smooth_frames(3) + [np.zeros((10, 10, 3), np.uint8)]
+    with pytest.raises(ValueError, match="frame 3 is 10x10"):
+        media.write_mp4(path, bad, fps=10)
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file is left
+    media.write_mp4(path, _smooth_frames(3), fps=10)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_write_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="no frames"):
+        media.write_mp4(tmp_path / "x.mp4", [], fps=10)
+    with pytest.raises(ValueError, match="uint8"):
+        media.write_mp4(tmp_path / "x.mp4", [np.zeros((8, 8, 3), np.float32)], fps=10)
+    with pytest.raises(ValueError, match="mono"):
+        media.write_mp4(tmp_path / "x.mp4", _smooth_frames(2), fps=10, audio=np.zeros((2, 100), np.float32))
+
+
+def _write_vfr(path: Path, pts_ms: list[int]) -> None:
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
+        v.codec_context.time_base = Fraction(1, 1000)
+        v.time_base = Fraction(1, 1000)
+        for k, t in enumerate(pts_ms):
+            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * k, np.uint8), format="rgb24")
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            c.mux(v.encode(f))
+        c.mux(v.encode(None))
+
+
+def test_variable_frame_rate_reports_pts_and_resamples(tmp_path):
+    pts_ms = [0, 40, 50, 150, 200]
+    path = tmp_path / "vfr.mp4"
+    _write_vfr(path, pts_ms)
+    clip = media.read_video(path)
+    np.testing.assert_allclose(clip.frame_pts_s, np.array(pts_ms) / 1000, atol=1e-3)
+    assert not clip.is_constant_rate
+    # The last frame lasts one median interval (45 ms), so the clip ends at 245 ms: grid 0, 50, ..., 200 ms.
+    fixed = media.read_video(path, constant_fps=20)
+    assert fixed.fps == 20 and fixed.is_constant_rate
+    levels = np.round(fixed.frames[:, 16, 16, 0] / 20).astype(int)
+    # a frame stays on screen until the next one: 0 ms -> #0, 50 -> #2, 100 -> #2, 150 -> #3, 200 -> #4
+    assert levels.tolist() == [0, 2, 2, 3, 4]
+
+
+def test_resample_index_is_sample_and_hold():
+    pts = np.array([0.0, 0.1, 0.35])
+    assert media.resample_to_constant_rate(pts, 10, duration_s=0.5).tolist() == [0, 1, 1, 1, 2]
+    with pytest.raises(ValueError, match="fps"):
+        media.resample_to_constant_rate(pts, 0)
+
+
+def test_iter_video_frames_streams_and_stops(tmp_path):
+    media.write_mp4(tmp_path / "c.mp4", _smooth_frames(8), fps=8)
+    frames = list(media.iter_video_frames(tmp_path / "c.mp4", max_frames=3))
+    assert len(frames) == 3 and frames[2].pts_s == pytest.approx(0.25)
+
+
+def test_frame_folder_round_trip(tmp_path):
+    frames = _smooth_frames(4)
+    assert media.write_frame_dir(tmp_path / "f", frames) == 4
+    assert sorted(p.name for p in (tmp_path / "f").iterdir())[0] == "000000.png"
+    got = list(media.iter_frames(tmp_path / "f", fps_for_frame_dir=10))
+    assert [f.pts_s for f in got] == pytest.approx([0, 0.1, 0.2, 0.3])
+    np.testing.assert_array_equal(got[3].image, frames[3])  # PNG is lossless
+    assert media.count_frames(tmp_path / "f") == 4
+    assert media.source_audio(tmp_path / "f") is None
+
+
+def test_unreadable_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such video"):
+        media.read_video(tmp_path / "missing.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(ValueError, match="cannot decode video '.*junk.mp4'"):
+        media.read_video(junk)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no"):
+        list(media.iter_frames(tmp_path / "empty"))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "000000.png").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="cannot read image"):
+        list(media.iter_frames(tmp_path / "bad"))
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "voice.m4a"
+    with av.open(str(path), "w", format="mp4") as c:
+        a = c.add_stream("aac", rate=RATE)
+        a.layout = "mono"
+        for s in range(0, RATE, 1024):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = RATE, s, Fraction(1, RATE)
+            c.mux(a.encode(f))
+        c.mux(a.encode(None))
+    with pytest.raises(ValueError, match="has no video stream"):
+        media.read_video(path)
