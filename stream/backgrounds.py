@@ -1,0 +1,102 @@
+"""Backgrounds the avatar is composited over: a few built-in ones plus pictures the user names.
+
+Each is prepared once at the canvas size in both encodings the compositor needs: sRGB uint8 for the pixels the
+avatar does not touch (copied as they are) and linear float for the region under the avatar (blended there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.colour import srgb_to_linear
+
+
+@dataclass(frozen=True)
+class Background:
+    name: str
+    srgb: np.ndarray  # uint8 (H, W, 3) at canvas size
+    linear: np.ndarray  # float32 (H, W, 3), the same picture in linear RGB
+
+
+def _vertical_gradient(size_px: tuple[int, int], top_srgb, bottom_srgb) -> np.ndarray:
+    w, h = size_px
+    t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
+    rows = (1 - t) * np.asarray(top_srgb, np.float32) + t * np.asarray(bottom_srgb, np.float32)
+    return np.broadcast_to(np.round(rows * 255).astype(np.uint8), (h, w, 3)).copy()
+
+
+def _flat(size_px: tuple[int, int], srgb) -> np.ndarray:
+    w, h = size_px
+    return np.broadcast_to(np.round(np.asarray(srgb, np.float32) * 255).astype(np.uint8), (h, w, 3)).copy()
+
+
+# name -> picture maker; sRGB colours, the way designers pick them.
+BUILTIN_BACKGROUNDS = {
+    "studio_grey": lambda s: _vertical_gradient(s, (0.42, 0.43, 0.45), (0.22, 0.22, 0.24)),
+    "charcoal": lambda s: _flat(s, (0.12, 0.12, 0.13)),
+    "office_blue": lambda s: _vertical_gradient(s, (0.55, 0.65, 0.78), (0.25, 0.32, 0.42)),
+    "warm_wall": lambda s: _vertical_gradient(s, (0.72, 0.60, 0.47), (0.45, 0.35, 0.27)),
+    "green_screen": lambda s: _flat(s, (0.0, 0.69, 0.25)),
+}
+
+
+def _cover_resize(image: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
+    """Scale to cover the canvas and centre-crop, so a picture of any aspect fills it without distortion."""
+    from skimage.transform import resize
+
+    w, h = size_px
+    ih, iw = image.shape[:2]
+    scale = max(w / iw, h / ih)
+    sw, sh = max(w, round(iw * scale)), max(h, round(ih * scale))
+    scaled = resize(image, (sh, sw), order=1, anti_aliasing=scale < 1, preserve_range=True)
+    y0, x0 = (sh - h) // 2, (sw - w) // 2
+    return np.clip(np.round(scaled[y0 : y0 + h, x0 : x0 + w]), 0, 255).astype(np.uint8)
+
+
+def load_background(spec: str, size_px: tuple[int, int]) -> Background:
+    """A built-in name or an image path (PNG/JPEG), at canvas size."""
+    if spec in BUILTIN_BACKGROUNDS:
+        srgb = BUILTIN_BACKGROUNDS[spec](size_px)
+        name = spec
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"unknown background {spec!r}: not a file and not one of {', '.join(BUILTIN_BACKGROUNDS)}")
+        from models.media import read_image_rgb
+
+        srgb = _cover_resize(read_image_rgb(path), size_px)
+        name = path.stem
+    return Background(name=name, srgb=srgb, linear=srgb_to_linear(srgb / np.float32(255)))
+
+
+class BackgroundSet:
+    """The backgrounds on offer, in order, with one selected; pictures are prepared lazily on first use."""
+
+    def __init__(self, specs: list[str] | None, size_px: tuple[int, int]) -> None:
+        self.size_px = size_px
+        self.specs = list(specs) if specs else list(BUILTIN_BACKGROUNDS)
+        self._cache: dict[str, Background] = {}
+        self.index = 0
+        self.current = self._load(self.specs[0])
+
+    def _load(self, spec: str) -> Background:
+        if spec not in self._cache:
+            self._cache[spec] = load_background(spec, self.size_px)
+        return self._cache[spec]
+
+    @property
+    def names(self) -> list[str]:
+        return [s if s in BUILTIN_BACKGROUNDS else Path(s).stem for s in self.specs]
+
+    def select(self, name: str) -> Background:
+        if name not in self.names:
+            raise ValueError(f"unknown background {name!r}; valid backgrounds: {', '.join(self.names)}")
+        self.index = self.names.index(name)
+        self.current = self._load(self.specs[self.index])
+        return self.current
+
+    def next(self) -> Background:
+        return self.select(self.names[(self.index + 1) % len(self.specs)])

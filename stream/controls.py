@@ -1,0 +1,215 @@
+"""Live controls: one set of validated actions, driven by terminal hotkeys, global hotkeys and the web page.
+
+Every input path turns what the user did into a JSON-shaped message and hands it to `Controls.handle`, which
+validates it, applies it to the LightingState / BackgroundSet, and returns a reply: the new state, or an error that
+says exactly what was wrong. A bad message never raises out of `handle`, so a page sending garbage cannot stop the
+stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from models.lighting.envmap import environment_lighting
+from models.lighting.files import read_environment_map
+from models.lighting.sources import preset, preset_names
+from stream.backgrounds import BackgroundSet
+from stream.clock import Clock
+from stream.lighting_state import MAX_GAIN, LightingState
+
+MAX_MESSAGE_CHARS = 4096
+MAX_HDR_BYTES = 64 * 1024 * 1024
+ROTATE_STEP_DEG = 15.0
+GAIN_STEP = 1.25
+# What `c` cycles through: linear RGB multipliers, brightest channel 1 so the tint changes hue, not exposure.
+TINT_CYCLE = {
+    "white": (1.0, 1.0, 1.0),
+    "warm": (1.0, 0.78, 0.55),
+    "cool": (0.7, 0.82, 1.0),
+    "magenta": (1.0, 0.55, 0.9),
+    "green": (0.6, 1.0, 0.65),
+}
+DEFAULT_HDR_DIR = Path("/usr/share/blender/datafiles/studiolights/world")
+
+
+def default_hdr_maps() -> list[Path]:
+    return sorted(DEFAULT_HDR_DIR.glob("*.exr")) if DEFAULT_HDR_DIR.is_dir() else []
+
+
+class ControlError(ValueError):
+    """A control message that cannot be applied; the text goes back to the sender."""
+
+
+def _number(msg: dict, key: str, lo: float, hi: float) -> float:
+    v = msg.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ControlError(f"{msg['type']!r} needs {key!r} as a finite number, got {v!r}")
+    if not lo <= v <= hi:
+        raise ControlError(f"{msg['type']!r}: {key!r} must be in [{lo}, {hi}], got {v}")
+    return float(v)
+
+
+def _string(msg: dict, key: str) -> str:
+    v = msg.get(key)
+    if not isinstance(v, str) or not v:
+        raise ControlError(f"{msg['type']!r} needs {key!r} as a non-empty string, got {v!r}")
+    return v
+
+
+def parse_hex_colour(text: str) -> tuple[float, float, float]:
+    """'#rrggbb' (sRGB as a colour picker gives it) -> linear tint with its brightest channel at 1."""
+    from models.colour import srgb_to_linear
+
+    if not (isinstance(text, str) and len(text) == 7 and text[0] == "#"):
+        raise ControlError(f"colour must be '#rrggbb', got {text!r}")
+    try:
+        srgb = [int(text[i : i + 2], 16) / 255.0 for i in (1, 3, 5)]
+    except ValueError:
+        raise ControlError(f"colour must be '#rrggbb' with hex digits, got {text!r}") from None
+    linear = [float(v) for v in srgb_to_linear(srgb)]
+    peak = max(linear)
+    if peak <= 0:
+        raise ControlError("colour must not be black (it would switch the light off; use intensity for that)")
+    return tuple(v / peak for v in linear)
+
+
+class Controls:
+    """Applies control messages; holds the lists the page shows (presets, backgrounds, HDR maps)."""
+
+    def __init__(
+        self,
+        lighting: LightingState,
+        backgrounds: BackgroundSet,
+        clock: Clock,
+        hdr_maps: list[Path] | None = None,
+    ) -> None:
+        self.lighting = lighting
+        self.backgrounds = backgrounds
+        self.clock = clock
+        self.presets = preset_names()
+        self.hdr_maps = list(default_hdr_maps() if hdr_maps is None else hdr_maps)
+        self._hdr_index = -1
+        self._tint_index = 0
+        self.quit_requested = asyncio.Event()
+
+    def state(self) -> dict:
+        return {
+            **self.lighting.describe(),
+            "background": self.backgrounds.current.name,
+            "presets": self.presets,
+            "backgrounds": self.backgrounds.names,
+            "hdr_maps": [p.stem for p in self.hdr_maps],
+        }
+
+    async def handle(self, message: str | dict) -> dict:
+        """Validate and apply one message; the reply is {"type": "state", ...} or {"type": "error", "error": ...}."""
+        msg_id = None
+        try:
+            msg = self._decode(message)
+            msg_id = msg.get("id")
+            await self._apply(msg)
+            reply = {"type": "state", "state": self.state()}
+        except ControlError as e:
+            reply = {"type": "error", "error": str(e)}
+        except ValueError as e:  # from lighting/background loaders: also the sender's input
+            reply = {"type": "error", "error": str(e)}
+        if isinstance(msg_id, (str, int)) and not isinstance(msg_id, bool):
+            reply["id"] = msg_id
+        return reply
+
+    @staticmethod
+    def _decode(message: str | dict) -> dict:
+        if isinstance(message, str):
+            if len(message) > MAX_MESSAGE_CHARS:
+                raise ControlError(f"control message too long ({len(message)} chars, limit {MAX_MESSAGE_CHARS})")
+            try:
+                message = json.loads(message)
+            except json.JSONDecodeError as e:
+                raise ControlError(f"control message is not valid JSON ({e.msg} at char {e.pos})") from None
+        if not isinstance(message, dict):
+            raise ControlError(f"control message must be a JSON object, got {type(message).__name__}")
+        if not isinstance(message.get("type"), str):
+            raise ControlError("control message needs a string field 'type'")
+        return message
+
+    async def _apply(self, msg: dict) -> None:
+        kind = msg["type"]
+        now_s = self.clock.now_s()
+        if kind == "state":
+            return
+        if kind == "preset":
+            name = msg.get("name")
+            if isinstance(msg.get("index"), int) and not isinstance(msg.get("index"), bool):
+                index = msg["index"]
+                if not 1 <= index <= len(self.presets):
+                    raise ControlError(f"preset index must be 1..{len(self.presets)}, got {index}")
+                name = self.presets[index - 1]
+            elif not isinstance(name, str) or name not in self.presets:
+                raise ControlError(f"unknown preset {name!r}; valid presets: {', '.join(self.presets)}")
+            self.lighting.set_base(preset(name), now_s)
+        elif kind == "rotate":
+            self.lighting.rotate_by(_number(msg, "dyaw_deg", -180, 180), _number(msg, "dpitch_deg", -180, 180), now_s)
+        elif kind == "direction":
+            self.lighting.set_direction(_number(msg, "yaw_deg", -180, 180), _number(msg, "pitch_deg", -90, 90), now_s)
+        elif kind == "intensity":
+            self.lighting.set_gain(_number(msg, "value", 0.0, MAX_GAIN), now_s)
+        elif kind == "intensity_step":
+            steps = _number(msg, "steps", -10, 10)
+            self.lighting.set_gain(min(MAX_GAIN, self.lighting.controls.gain * GAIN_STEP**steps), now_s)
+        elif kind == "colour":
+            self.lighting.set_tint(parse_hex_colour(msg.get("rgb")), now_s)
+        elif kind == "next_colour":
+            self._tint_index = (self._tint_index + 1) % len(TINT_CYCLE)
+            self.lighting.set_tint(list(TINT_CYCLE.values())[self._tint_index], now_s)
+        elif kind == "background":
+            name = _string(msg, "name")
+            try:
+                self.backgrounds.select(name)
+            except ValueError as e:
+                raise ControlError(str(e)) from None
+        elif kind == "next_background":
+            self.backgrounds.next()
+        elif kind == "next_hdr":
+            if not self.hdr_maps:
+                raise ControlError(f"no HDR maps to cycle through (none given and none in {DEFAULT_HDR_DIR})")
+            self._hdr_index = (self._hdr_index + 1) % len(self.hdr_maps)
+            await self.load_hdr(self.hdr_maps[self._hdr_index])
+        elif kind == "quit":
+            self.quit_requested.set()
+        else:
+            raise ControlError(
+                f"unknown control type {kind!r}; valid types: state, preset, rotate, direction, intensity, "
+                "intensity_step, colour, next_colour, background, next_background, next_hdr"
+            )
+
+    async def load_hdr(self, path: Path, name: str | None = None) -> None:
+        """Make an equirectangular .hdr/.exr map the base lighting (read + SH projection off the event loop)."""
+
+        def load():
+            return environment_lighting(read_environment_map(path), name=name or Path(path).stem)
+
+        lighting = await asyncio.to_thread(load)
+        self.lighting.set_base(lighting, self.clock.now_s())
+
+    async def load_hdr_bytes(self, data: bytes, filename: str) -> dict:
+        """An uploaded map (the page's HDR upload); the reply has the same shape as `handle`'s."""
+        suffix = Path(filename or "").suffix.lower()
+        if suffix not in (".hdr", ".exr"):
+            return {"type": "error", "error": f"HDR upload must be a .hdr or .exr file, got {filename!r}"}
+        if len(data) > MAX_HDR_BYTES:
+            return {"type": "error", "error": f"HDR upload too large ({len(data)} bytes, limit {MAX_HDR_BYTES})"}
+        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="relitcam-hdr-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            await self.load_hdr(Path(tmp), name=Path(filename).stem)
+        except ValueError as e:
+            return {"type": "error", "error": f"cannot use uploaded map {filename!r}: {e}"}
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return {"type": "state", "state": self.state()}

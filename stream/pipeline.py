@@ -1,0 +1,211 @@
+"""The live pipeline: source -> features -> avatar renderer -> compositor -> sinks, on one clock.
+
+    source.chunks() ──AudioChunk──► MelFeatures ──MelWindow──► [render queue] ──► renderer + compositor ──Frame──►
+        │                                                       (bounded)          (worker thread)
+        └──AudioChunk──► audio sinks (MP4, WebRTC / virtual-mic delay lines)         [one queue per sink] ──► sinks
+
+Time: every frame carries the wall time its audio arrived. A frame that could not even start rendering within
+`latency_budget_ms` of its audio being complete is dropped and counted ("late"); a full render queue drops its
+oldest entry ("render_queue"). So when compute falls behind, frames go missing but the ones shown are never older
+than the budget: latency stays put. Offline runs (`realtime=False`) instead make every queue wait for room, so
+every frame is rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from stream.avatar import AvatarRenderer, check_rendered, check_renderer
+from stream.backgrounds import BackgroundSet
+from stream.clock import Clock, MonotonicClock
+from stream.compose import Compositor
+from stream.features import MelFeatures
+from stream.lighting_state import LightingState
+from stream.queues import DropQueue, QueueClosed
+from stream.sink import Sink, SinkRunner
+from stream.stats import PipelineStats
+from stream.types import AudioChunk, Frame, MelWindow
+
+log = logging.getLogger(__name__)
+
+
+class AudioSource(Protocol):
+    """Yields 16 kHz mono AudioChunks with contiguous sample numbering, stamped on the pipeline's clock."""
+
+    name: str
+
+    def chunks(self, clock: Clock) -> AsyncIterator[AudioChunk]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    fps: float = 30.0
+    canvas_size_px: tuple[int, int] = (1280, 720)
+    realtime: bool = True  # False: offline, lossless, as fast as possible
+    latency_budget_ms: float = 100.0  # longest a frame may wait, after its audio is complete, to start rendering
+    queue_frames: int = 2  # depth of the render queue and of each sink's queue
+
+    def __post_init__(self) -> None:
+        if self.fps not in (25.0, 30.0):
+            raise ValueError(f"fps must be 25 or 30 (the rates video calls use), got {self.fps}")
+        if self.latency_budget_ms <= 0:
+            raise ValueError(f"latency_budget_ms must be positive, got {self.latency_budget_ms}")
+        if self.queue_frames < 1:
+            raise ValueError(f"queue_frames must be >= 1, got {self.queue_frames}")
+
+
+class LatencyEstimate:
+    """Median audio-to-frame latency over recent frames: how long delayed-audio sinks hold audio back."""
+
+    def __init__(self, initial_ms: float, window: int = 60) -> None:
+        self._ms: deque[float] = deque([initial_ms], maxlen=window)
+        self.listeners: list = []  # callables taking the new estimate in ms
+
+    def add_ms(self, latency_ms: float) -> None:
+        self._ms.append(latency_ms)
+        value = self.ms
+        for listener in self.listeners:
+            listener(value)
+
+    @property
+    def ms(self) -> float:
+        return float(np.median(self._ms))
+
+
+class Pipeline:
+    def __init__(
+        self,
+        source: AudioSource,
+        renderer: AvatarRenderer,
+        lighting: LightingState,
+        backgrounds: BackgroundSet,
+        sinks: list[Sink],
+        config: PipelineConfig = PipelineConfig(),
+        clock: Clock | None = None,
+    ) -> None:
+        check_renderer(renderer)
+        self.source = source
+        self.renderer = renderer
+        self.lighting = lighting
+        self.backgrounds = backgrounds
+        self.config = config
+        self.clock = clock or MonotonicClock()
+        self.stats = PipelineStats()
+        self.features = MelFeatures(config.fps, renderer.mel_past_frames, renderer.mel_lookahead_frames)
+        self.compositor = Compositor(config.canvas_size_px, renderer.frame_size)
+        self.latency = LatencyEstimate(self.features.lookahead_ms + 1000.0 / config.fps)
+        self._sinks = [SinkRunner(s, self.stats, config.queue_frames, lossless=not config.realtime) for s in sinks]
+        self._render_queue: DropQueue[MelWindow] = DropQueue(config.queue_frames, "render", lossless=not config.realtime)
+        # One worker: renders are sequential by contract, and a second thread would only fight the first for cores.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._stop = asyncio.Event()
+
+    def add_sink(self, sink: Sink) -> SinkRunner:
+        """Attach a sink while running (a browser joining); it gets frames from the next one on."""
+        runner = SinkRunner(sink, self.stats, self.config.queue_frames, lossless=not self.config.realtime)
+        self._sinks.append(runner)
+        runner.start()
+        return runner
+
+    async def remove_sink(self, runner: SinkRunner) -> None:
+        if runner in self._sinks:
+            self._sinks.remove(runner)
+            await runner.finish()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> PipelineStats:
+        for runner in self._sinks:
+            runner.start()
+        feed = asyncio.create_task(self._feed(), name="feed")
+        render = asyncio.create_task(self._render_loop(), name="render")
+        stop = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        try:
+            await asyncio.wait({feed, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not feed.done():
+                feed.cancel()
+                self.source.close()
+                self._render_queue.close()
+            await asyncio.gather(feed, return_exceptions=True)
+            if feed.done() and not feed.cancelled() and feed.exception() is not None:
+                render.cancel()
+                raise feed.exception()
+            await render
+        finally:
+            stop.cancel()
+            for runner in list(self._sinks):
+                await runner.finish()
+            self._worker.shutdown(wait=True)
+            self.stats.dropped["render_queue"] = self._render_queue.dropped
+        errors = [r for r in self._sinks if r.error is not None]
+        for r in errors:
+            log.error("sink %s stopped early: %s", r.sink.name, r.error)
+        return self.stats
+
+    async def _feed(self) -> None:
+        timer = self.stats.timer("features")
+        try:
+            async for chunk in self.source.chunks(self.clock):
+                for runner in self._sinks:
+                    runner.send_audio(chunk)
+                t0 = self.clock.now_s()
+                windows = self.features.process(chunk)
+                timer.add_s(self.clock.now_s() - t0)
+                for window in windows:
+                    await self._render_queue.put(window)
+            for window in self.features.flush(self.clock.now_s()):
+                await self._render_queue.put(window)
+        finally:
+            self.source.close()
+            self._render_queue.close()
+
+    async def _render_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        budget_s = self.config.latency_budget_ms / 1000.0
+        render_timer, compose_timer = self.stats.timer("render"), self.stats.timer("compose")
+        latency_timer = self.stats.timer("audio_to_frame")
+        while True:
+            try:
+                window = await self._render_queue.get()
+            except QueueClosed:
+                return
+            now_s = self.clock.now_s()
+            if self.config.realtime and now_s - window.ready_s > budget_s:
+                self.stats.count_drop("late")
+                continue
+            lighting = self.lighting.current(now_s)
+            background = self.backgrounds.current
+            canvas, render_s, compose_s = await loop.run_in_executor(
+                self._worker, self._render_compose, window, lighting, background
+            )
+            render_timer.add_s(render_s)
+            compose_timer.add_s(compose_s)
+            frame = Frame(canvas, window.frame_index, window.frame_pts_s, window.audio_arrival_s)
+            done_s = self.clock.now_s()
+            latency_ms = 1000.0 * (done_s - window.audio_arrival_s)
+            latency_timer.add_s(latency_ms / 1000.0)
+            if self.config.realtime:
+                self.latency.add_ms(latency_ms)
+            self.stats.frame_sent(done_s)
+            for runner in self._sinks:
+                await runner.put(frame)
+
+    def _render_compose(self, window: MelWindow, lighting, background):
+        # Runs on the worker thread: renderer and compositor only, nothing that touches the event loop.
+        t0 = self.clock.now_s()
+        rendered = self.renderer.render(window.mel, lighting, window.frame_index)
+        check_rendered(rendered, self.renderer.frame_size)
+        t1 = self.clock.now_s()
+        canvas = self.compositor.process(rendered, background)
+        return canvas, t1 - t0, self.clock.now_s() - t1
