@@ -85,6 +85,31 @@ def test_mismatched_and_unreadable_inputs_exit_2_with_one_line(tmp_path, capsys)
     assert code == 2 and "has no audio" in err
 
 
+def test_landmark_distance_and_normal_scores_in_report(tmp_path, capsys):
+    normals = np.zeros((48, 64, 3))
+    normals[..., 2] = 1.0
+    tilted = normals.copy()
+    tilted[..., 0], tilted[..., 2] = np.sin(np.radians(10)), np.cos(np.radians(10))
+    encode = lambda n: np.round((n + 1) / 2 * 255).astype(np.uint8)  # noqa: E731
+    media.write_frame_dir(tmp_path / "gt", [encode(normals)] * 4)
+    media.write_frame_dir(tmp_path / "pred", [encode(tilted)] * 4)
+    gt_lm = np.zeros((4, 20, 2))
+    np.savez(tmp_path / "gt.npz", landmarks=gt_lm)
+    np.savez(tmp_path / "pred.npz", landmarks=gt_lm + [3.0, 4.0])
+    code, _, err = _run([str(tmp_path / "pred"), str(tmp_path / "gt"), "--normals", "-o", str(tmp_path / "r.json"),
+                         "--gt-landmarks", str(tmp_path / "gt.npz"), "--pred-landmarks", str(tmp_path / "pred.npz")],
+                        capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["normals"]["angular_error_deg"]["mean"] == pytest.approx(10, abs=0.6)
+    assert report["normals"]["psnr_grad_db"]["frames_at_cap"] == 4  # constant maps: equal (zero) gradients
+    assert report["landmarks"] == {"lmd_px": pytest.approx(5.0), "points": "all"}
+    np.savez(tmp_path / "short.npz", landmarks=gt_lm[:2])
+    code, _, err = _run([str(tmp_path / "pred"), str(tmp_path / "gt"), "--gt-landmarks", str(tmp_path / "short.npz"),
+                         "--pred-landmarks", str(tmp_path / "pred.npz")], capsys)
+    assert code == 2 and "mismatched frame counts" in err
+
+
 # ------------------------------------------------------------------------------------------- lip sync on pixels
 
 
@@ -107,7 +132,7 @@ def _talking_clip(path: Path, audio_delay_ms: float, seconds: float = 6.0) -> No
 class _MouthBarTracker:
     """Measures the synthetic mouth from pixels: the number of dark rows in the mouth column."""
 
-    def measure(self, frame):
+    def measure(self, frame, pts_s):
         dark_rows = (frame[:, 28:36].mean(axis=(1, 2)) < 90).sum()
         return MouthMeasurement(opening=float(dark_rows), landmarks_px=None)
 
@@ -156,15 +181,16 @@ def test_real_clip_recovers_a_100_ms_audio_delay(tmp_path):
         pytest.skip("face tracker (models.face) not available")
     from models.metrics.lipsync import mouth_audio_offset
 
-    seconds = 12  # half the clip keeps the test under ~20 s on 2 cores
     tracker = eval_cmd.make_mouth_tracker()
     opening, pts = [], []
-    for frame in media.iter_video_frames(REAL_CLIP, max_frames=seconds * 30):
-        opening.append(tracker.measure(frame.image).opening)
+    for frame in media.iter_video_frames(REAL_CLIP):
+        opening.append(tracker.measure(frame.image, frame.pts_s).opening)
         pts.append(frame.pts_s)
-    audio = media.read_audio(REAL_CLIP)[: seconds * SR]
+    audio = media.read_audio(REAL_CLIP)
     delayed = np.concatenate([np.zeros(int(0.1 * SR), np.float32), audio])[: audio.size]
     base = mouth_audio_offset(np.array(opening), np.array(pts), audio, SR)
     shifted = mouth_audio_offset(np.array(opening), np.array(pts), delayed, SR)
-    assert base.peak_correlation > 0.3
+    assert np.isfinite(opening).mean() > 0.95  # the face is tracked on nearly every frame
+    assert base.peak_correlation > 0.25
+    assert abs(base.offset_ms) < 60  # broadcast footage is in sync to within lip-lead bias
     assert shifted.offset_ms - base.offset_ms == pytest.approx(100, abs=20)

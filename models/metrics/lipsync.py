@@ -19,9 +19,11 @@ import numpy as np
 from scipy import signal
 
 GRID_RATE_HZ = 1000.0
-# Loudness varies over ~syllables (4-8 Hz); below 0.5 Hz is phrasing and drift, which mouth opening doesn't follow.
-HIGHPASS_HZ = 0.5
+# Loudness and mouth opening co-vary at syllable rate (3-8 Hz). Below ~1.5 Hz is phrasing, breaths and tracker drift,
+# which the two series do not share; 1.5-10 Hz gave the highest peak correlation on real footage.
+HIGHPASS_HZ = 1.5
 MAX_LOWPASS_HZ = 10.0
+SPEECH_BAND_HZ = (300.0, 3000.0)
 
 
 @dataclass(frozen=True)
@@ -42,24 +44,26 @@ def _band_limit(x: np.ndarray, rate_hz: float, lowpass_hz: float) -> np.ndarray:
 
 
 def audio_envelope(audio: np.ndarray, sample_rate_hz: float, grid_rate_hz: float = GRID_RATE_HZ) -> np.ndarray:
-    """Loudness in dB at grid_rate_hz: mean power of each 1/grid_rate_hz bin, log-compressed.
+    """RMS amplitude of the speech band at grid_rate_hz (one value per 1/grid_rate_hz bin, smoothed over 10 ms).
 
-    dB rather than linear power because mouth opening follows loudness roughly logarithmically: a shout does not
-    open the mouth ten times wider than speech. A floor 60 dB under the loudest bin keeps silence from dominating.
+    The 300-3000 Hz band holds the voiced energy that tracks mouth opening; hum, breath noise and room rumble
+    below it do not. Linear RMS, not dB: on real footage (24 s address, tracked mouth) dB let near-silent pauses
+    dominate and made 12 s halves of the clip fail, while RMS recovered a 100 ms shift on both halves.
     """
     audio = np.asarray(audio, dtype=np.float64).reshape(-1)
     bin_len = sample_rate_hz / grid_rate_hz
     if bin_len < 1 or abs(bin_len - round(bin_len)) > 1e-9:
         raise ValueError(f"audio rate {sample_rate_hz} Hz must be a whole multiple of the grid rate {grid_rate_hz} Hz")
     bin_len = int(round(bin_len))
-    bins = audio.size // bin_len
-    power = (audio[: bins * bin_len] ** 2).reshape(bins, bin_len).mean(axis=1)
-    # Smooth over ~10 ms before the log so single quiet bins inside a vowel don't dip to the floor.
-    power = np.convolve(power, np.ones(10) / 10, mode="same")
-    peak = power.max() if power.size else 0.0
-    if peak <= 0:
+    if not np.any(audio):
         raise ValueError("audio is silent; lip sync needs speech")
-    return 10.0 * np.log10(np.maximum(power, peak * 1e-6))
+    high_hz = min(SPEECH_BAND_HZ[1], 0.45 * sample_rate_hz)
+    sos = signal.butter(4, [SPEECH_BAND_HZ[0], high_hz], btype="bandpass", fs=sample_rate_hz, output="sos")
+    speech = signal.sosfiltfilt(sos, audio)
+    bins = speech.size // bin_len
+    power = (speech[: bins * bin_len] ** 2).reshape(bins, bin_len).mean(axis=1)
+    power = np.convolve(power, np.ones(10) / 10, mode="same")
+    return np.sqrt(power)
 
 
 def _sliding_pearson(a: np.ndarray, b: np.ndarray, max_lag: int) -> np.ndarray:

@@ -16,21 +16,51 @@ import numpy as np
 class MouthMeasurement:
     """What the tracker saw on one frame."""
 
-    opening: float  # mouth opening (tracker units, scale-free); NaN when no face was found
+    opening: float  # inner-lip gap / inter-ocular distance (scale-free); NaN when no face was found
     landmarks_px: np.ndarray | None  # (K, 2) face landmarks in image pixels, None when no face was found
 
 
 class MouthTracker(Protocol):
     """Measures the mouth on consecutive frames of one video (trackers may use the previous frame)."""
 
-    def measure(self, frame: np.ndarray) -> MouthMeasurement: ...
+    def measure(self, frame: np.ndarray, pts_s: float) -> MouthMeasurement: ...
+
+
+class FaceMeshMouthTracker:
+    """Mouth opening and landmarks from models.face's FaceTracker (MediaPipe face mesh, 468 points).
+
+    Uses the tracker's raw per-frame landmarks, not its One-Euro-smoothed ones: smoothing delays fast lip motion,
+    and a delay in the mouth series would read as an audio-video offset.
+    """
+
+    def __init__(self) -> None:
+        from models.face.measures import mouth_opening
+        from models.face.tracker import FaceTracker
+
+        self._tracker = FaceTracker()
+        self._mouth_opening = mouth_opening
+
+    def measure(self, frame: np.ndarray, pts_s: float) -> MouthMeasurement:
+        tracked = self._tracker.process(frame, timestamp_s=pts_s)
+        landmarks = tracked.raw_landmarks if tracked.found else None
+        if landmarks is None:
+            return MouthMeasurement(opening=float("nan"), landmarks_px=None)
+        return MouthMeasurement(
+            opening=float(self._mouth_opening(landmarks)), landmarks_px=np.asarray(landmarks.xy_px, np.float64)
+        )
 
 
 def face_mesh_mouth_tracker() -> MouthTracker:
-    """The product tracker: face mesh from models.face; ValueError when that module is not usable here."""
-    raise ValueError("lip sync needs the face tracker from models.face, which is not available yet")
+    """The product tracker; ValueError (one clear line for the CLI) when the face models cannot load here."""
+    try:
+        return FaceMeshMouthTracker()
+    except (ImportError, OSError, RuntimeError) as e:
+        raise ValueError(f"lip sync needs the face tracker from models.face, which failed to load: {e}") from e
 
 
-def mouth_landmark_indices() -> np.ndarray | None:
-    """Indices of the mouth points in the face mesh layout, for mouth LMD; None scores all points."""
-    return None
+def mouth_landmark_indices() -> np.ndarray:
+    """Indices of the lip contours (outer and inner) in the 468-point mesh: the points mouth LMD scores."""
+    from models.face.assets import load_topology
+
+    topology = load_topology()
+    return np.unique(np.concatenate([topology.lips_outer, topology.lips_inner]))

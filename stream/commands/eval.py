@@ -26,7 +26,7 @@ from models.metrics.image import PSNR_CAP_DB
 from models.metrics.landmarks import landmark_distance_px, load_landmarks_npz
 from models.metrics.lipsync import SyncEstimate, mouth_audio_offset
 from models.metrics.mouth import MouthTracker, face_mesh_mouth_tracker, mouth_landmark_indices
-from models.metrics.sequence import FramePair, SequenceScores, score_sequence, zip_frames
+from models.metrics.sequence import SequenceScores, score_sequence, zip_frames
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +105,7 @@ class _MouthLog:
     pts_s: list[float] = field(default_factory=list)
 
     def add(self, frame: media.VideoFrame) -> None:
-        m = self.tracker.measure(frame.image)
+        m = self.tracker.measure(frame.image, frame.pts_s)
         self.opening.append(m.opening)
         self.landmarks.append(m.landmarks_px)
         self.pts_s.append(frame.pts_s)
