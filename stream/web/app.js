@@ -1,0 +1,131 @@
+// relitcam page: one RTCPeerConnection receiving the avatar (video + delayed audio), a data channel for controls.
+// window.relitcam exposes the connection and the replies so tests (and curious users) can inspect them.
+"use strict";
+
+const token = new URLSearchParams(location.search).get("token");
+const relitcam = (window.relitcam = { pc: null, channel: null, replies: [], state: null, errors: [] });
+const $ = (id) => document.getElementById(id);
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+function send(message) {
+  if (!relitcam.channel || relitcam.channel.readyState !== "open") return false;
+  relitcam.channel.send(typeof message === "string" ? message : JSON.stringify(message));
+  return true;
+}
+relitcam.send = send;
+
+function showState(state) {
+  relitcam.state = state;
+  const presets = $("presets");
+  if (presets.childElementCount !== state.presets.length) {
+    presets.replaceChildren(...state.presets.map((name, i) => {
+      const b = document.createElement("button");
+      b.textContent = `${i + 1} ${name.replace(/_/g, " ")}`;
+      b.dataset.preset = name;
+      b.onclick = () => send({ type: "preset", name });
+      return b;
+    }));
+  }
+  for (const b of presets.children) b.classList.toggle("active", b.dataset.preset === state.base);
+  const bg = $("background");
+  if (bg.options.length !== state.backgrounds.length) {
+    bg.replaceChildren(...state.backgrounds.map((name) => new Option(name.replace(/_/g, " "), name)));
+  }
+  bg.value = state.background;
+  $("intensity").value = state.intensity;
+  const dot = $("lightdot");
+  dot.style.left = `${50 + (state.yaw_deg / 90) * 50}%`;
+  dot.style.top = `${50 - (state.pitch_deg / 90) * 50}%`;
+  setStatus(`lighting: ${state.base} · background: ${state.background}`);
+}
+
+function onReply(event) {
+  const reply = JSON.parse(event.data);
+  relitcam.replies.push(reply);
+  if (reply.type === "state") showState(reply.state);
+  else if (reply.type === "error") { relitcam.errors.push(reply.error); setStatus(reply.error, true); }
+}
+
+async function connect(withMic) {
+  const pc = new RTCPeerConnection();
+  relitcam.pc = pc;
+  pc.addTransceiver("video", { direction: "recvonly" });
+  if (withMic) {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } });
+    pc.addTransceiver(stream.getAudioTracks()[0], { direction: "sendrecv" });
+  } else {
+    pc.addTransceiver("audio", { direction: "recvonly" });
+  }
+  const channel = pc.createDataChannel("controls");
+  relitcam.channel = channel;
+  channel.onopen = () => send({ type: "state" });
+  channel.onmessage = onReply;
+  const remote = new MediaStream();
+  pc.ontrack = (event) => {
+    remote.addTrack(event.track);
+    $("video").srcObject = remote;
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "failed") setStatus("connection failed; reload to retry", true);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  // Wait for ICE gathering: the server takes one complete offer (no trickle).
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+    setTimeout(resolve, 2000);
+  });
+  const response = await fetch("/offer", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", token }),
+  });
+  const answer = await response.json();
+  if (!response.ok) { setStatus(answer.error, true); pc.close(); return; }
+  await pc.setRemoteDescription(answer);
+}
+
+// -- controls -------------------------------------------------------------------------------------------------
+const pad = $("lightpad");
+function dragLight(event) {
+  const r = pad.getBoundingClientRect();
+  const x = Math.max(-1, Math.min(1, ((event.clientX - r.left) / r.width) * 2 - 1));
+  const y = Math.max(-1, Math.min(1, 1 - ((event.clientY - r.top) / r.height) * 2));
+  send({ type: "direction", yaw_deg: x * 90, pitch_deg: y * 89 });
+}
+pad.addEventListener("pointerdown", (e) => { pad.setPointerCapture(e.pointerId); dragLight(e); });
+pad.addEventListener("pointermove", (e) => { if (pad.hasPointerCapture(e.pointerId)) dragLight(e); });
+$("intensity").addEventListener("input", (e) => send({ type: "intensity", value: Number(e.target.value) }));
+$("colour").addEventListener("input", (e) => send({ type: "colour", rgb: e.target.value }));
+$("background").addEventListener("change", (e) => send({ type: "background", name: e.target.value }));
+$("nexthdr").addEventListener("click", () => send({ type: "next_hdr" }));
+$("hdrfile").addEventListener("change", async (e) => {
+  const file = e.target.files[0];
+  if (!file) return;
+  setStatus(`uploading ${file.name}…`);
+  const query = new URLSearchParams({ name: file.name, ...(token ? { token } : {}) });
+  const response = await fetch(`/hdr?${query}`, { method: "POST", body: file });
+  const reply = await response.json();
+  if (reply.type === "state") showState(reply.state); else setStatus(reply.error, true);
+});
+$("usemic").addEventListener("change", async (e) => {
+  if (relitcam.pc) relitcam.pc.close();
+  await connect(e.target.checked).catch((err) => setStatus(String(err), true));
+});
+document.addEventListener("keydown", (e) => {
+  if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
+  const keys = {
+    ArrowLeft: { type: "rotate", dyaw_deg: -15, dpitch_deg: 0 }, ArrowRight: { type: "rotate", dyaw_deg: 15, dpitch_deg: 0 },
+    ArrowUp: { type: "rotate", dyaw_deg: 0, dpitch_deg: 15 }, ArrowDown: { type: "rotate", dyaw_deg: 0, dpitch_deg: -15 },
+    "+": { type: "intensity_step", steps: 1 }, "=": { type: "intensity_step", steps: 1 }, "-": { type: "intensity_step", steps: -1 },
+    c: { type: "next_colour" }, b: { type: "next_background" }, h: { type: "next_hdr" },
+  };
+  const message = /^[1-9]$/.test(e.key) ? { type: "preset", index: Number(e.key) } : keys[e.key];
+  if (message) { send(message); e.preventDefault(); }
+});
+
+connect(new URLSearchParams(location.search).get("mic") === "1").catch((err) => setStatus(String(err), true));
