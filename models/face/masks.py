@@ -1,0 +1,51 @@
+"""Region masks rasterised from the face mesh: whole face, skin, mouth.
+
+Polygon fill of the mesh's ordered contours (see MeshTopology). Masks are bool HxW; row 0 at top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.draw import polygon as fill_polygon
+
+from models.face.resources import load_topology
+from models.face.mesh import FaceLandmarks
+
+
+def polygon_mask(xy_px: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Fill a closed polygon given as (N, 2) image-pixel (x, y) vertices; pixel centres at +0.5."""
+    h, w = _check_shape(shape_hw)
+    mask = np.zeros((h, w), bool)
+    rr, cc = fill_polygon(xy_px[:, 1] - 0.5, xy_px[:, 0] - 0.5, shape=(h, w))
+    mask[rr, cc] = True
+    return mask
+
+
+def face_mask(landmarks: FaceLandmarks, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Inside the face oval (forehead to chin, cheek to cheek)."""
+    return polygon_mask(landmarks.xy_px[load_topology().face_oval], shape_hw)
+
+
+def mouth_mask(landmarks: FaceLandmarks, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Lips plus the mouth opening (inside the outer lip contour)."""
+    return polygon_mask(landmarks.xy_px[load_topology().lips_outer], shape_hw)
+
+
+def mouth_interior_mask(landmarks: FaceLandmarks, shape_hw: tuple[int, int]) -> np.ndarray:
+    """The mouth opening only (teeth, tongue, cavity): inside the inner lip contour."""
+    return polygon_mask(landmarks.xy_px[load_topology().lips_inner], shape_hw)
+
+
+def skin_mask(landmarks: FaceLandmarks, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Face oval minus eyes, eyebrows and mouth: the area whose albedo/shading is plain skin."""
+    topo = load_topology()
+    mask = face_mask(landmarks, shape_hw)
+    for contour in (topo.left_eye, topo.right_eye, topo.left_eyebrow, topo.right_eyebrow, topo.lips_outer):
+        mask &= ~polygon_mask(landmarks.xy_px[contour], shape_hw)
+    return mask
+
+
+def _check_shape(shape_hw: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape_hw) < 2 or shape_hw[0] <= 0 or shape_hw[1] <= 0:
+        raise ValueError(f"mask shape must be (H, W) with positive sizes, got {shape_hw}")
+    return int(shape_hw[0]), int(shape_hw[1])
