@@ -105,6 +105,8 @@ class Pipeline:
         self.compositor = Compositor(config.canvas_size_px, renderer.frame_size)
         self.latency = LatencyEstimate(self.features.lookahead_ms + 1000.0 / config.fps)
         self._sinks = [SinkRunner(s, self.stats, config.queue_frames, lossless=not config.realtime) for s in sinks]
+        for sink in sinks:
+            self._follow_latency(sink)
         self._render_queue: DropQueue[MelWindow] = DropQueue(config.queue_frames, "render", lossless=not config.realtime)
         # One worker: renders are sequential by contract, and a second thread would only fight the first for cores.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
@@ -114,13 +116,24 @@ class Pipeline:
         """Attach a sink while running (a browser joining); it gets frames from the next one on."""
         runner = SinkRunner(sink, self.stats, self.config.queue_frames, lossless=not self.config.realtime)
         self._sinks.append(runner)
+        self._follow_latency(sink)
         runner.start()
         return runner
 
     async def remove_sink(self, runner: SinkRunner) -> None:
+        setter = getattr(runner.sink, "set_delay_ms", None)
+        if setter in self.latency.listeners:
+            self.latency.listeners.remove(setter)
         if runner in self._sinks:
             self._sinks.remove(runner)
             await runner.finish()
+
+    def _follow_latency(self, sink: Sink) -> None:
+        """Sinks that send audio beside the video (set_delay_ms) hold it back by the measured latency."""
+        setter = getattr(sink, "set_delay_ms", None)
+        if setter is not None:
+            setter(self.latency.ms)
+            self.latency.listeners.append(setter)
 
     def stop(self) -> None:
         self._stop.set()

@@ -335,7 +335,6 @@ class WebRtcServer:
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         runner = self.pipeline.add_sink(sink)
-        self.pipeline.latency.listeners.append(sink.set_delay_ms)
         self.sessions[session_id] = (pc, (runner, sink))
         return pc.localDescription
 
@@ -345,8 +344,6 @@ class WebRtcServer:
             return
         pc, attached = entry
         if attached is not None:
-            runner, sink = attached
-            if sink.set_delay_ms in self.pipeline.latency.listeners:
-                self.pipeline.latency.listeners.remove(sink.set_delay_ms)
+            runner, _ = attached
             await self.pipeline.remove_sink(runner)
         await pc.close()
