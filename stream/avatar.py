@@ -67,3 +67,26 @@ def check_rendered(frame: RenderedFrame, frame_size: tuple[int, int]) -> None:
                          f"expected float32 ({h}, {w}, 3)")
     if frame.matte.shape != (h, w) or frame.matte.dtype != np.float32:
         raise ValueError(f"renderer returned matte {frame.matte.dtype} {frame.matte.shape}; expected float32 ({h}, {w})")
+
+
+def load_renderer(spec: str) -> AvatarRenderer:
+    """A renderer from `module.path:factory` (the factory is called with no arguments).
+
+    This is the plug-in point: a bundle-backed renderer (nets on ONNX Runtime / CUDA / TensorRT) is named the same
+    way, so the pipeline never imports a backend itself.
+    """
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--avatar must be 'module.path:factory' (a callable returning an AvatarRenderer), got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"--avatar {spec!r}: cannot import {module_name!r} ({e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"--avatar {spec!r}: {module_name} has no callable {attr!r}")
+    renderer = factory()
+    check_renderer(renderer)
+    return renderer

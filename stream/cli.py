@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "relight": ("stream.commands.relight", "render albedo + normal maps under a lighting; preset contact sheet"),
     "synth": ("stream.commands.synth", "render a synthetic talking head with exact ground truth"),
     "eval": ("stream.commands.eval", "score a rendered video against ground truth (PSNR, SSIM, flicker, lip sync)"),
+    "run": ("stream.commands.run", "the live avatar: mic/file/browser audio -> virtual camera, web page, MP4, virtual mic"),
 }
 
 

@@ -1,0 +1,170 @@
+"""relitcam run: the live avatar. Audio from a microphone, a file or the browser; video to a virtual camera, the
+web page, an MP4 file and/or a delayed virtual microphone; lighting from hotkeys and the page."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+
+from stream.cli import UserError
+
+DEFAULT_PORT = 8080
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT in px, e.g. 1280x720; got {text!r}") from None
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="relitcam run", description=__doc__)
+    p.add_argument("--avatar", required=True, help="renderer as module.path:factory (see docs/pipeline.md)")
+    src = p.add_argument_group("audio source")
+    src.add_argument("--source", choices=("mic", "file", "browser"), default="mic")
+    src.add_argument("--mic", help="microphone name (or part of it) or index; default: the system default")
+    src.add_argument("--audio", help="WAV or video file for --source file")
+    src.add_argument("--loop", action="store_true", help="repeat the file")
+    src.add_argument("--offline", action="store_true", help="file source as fast as possible, every frame (MP4)")
+    look = p.add_argument_group("picture")
+    look.add_argument("--fps", type=float, choices=(25.0, 30.0), default=30.0)
+    look.add_argument("--canvas", type=_size, default=(1280, 720), help="output size WxH px (default 1280x720)")
+    look.add_argument("--light", default="soft_front", help="starting lighting: preset name or L.json")
+    look.add_argument("--background", action="append", help="built-in name or image path (repeat to offer several)")
+    look.add_argument("--hdr", action="append", help="HDR/EXR maps for the h key (default: Blender's studio lights)")
+    look.add_argument("--latency-budget-ms", type=float, default=100.0)
+    out = p.add_argument_group("outputs (several at once; default --web)")
+    out.add_argument("--virtualcam", action="store_true", help="send to a virtual camera (pyvirtualcam)")
+    out.add_argument("--camera-device", help="virtual camera device, e.g. /dev/video10")
+    out.add_argument("--camera-backend", help="pyvirtualcam backend name")
+    out.add_argument("--web", action="store_true", help="serve the page + WebRTC")
+    out.add_argument("--host", default="127.0.0.1", help="address to serve on (non-loopback needs --token)")
+    out.add_argument("--port", type=int, default=DEFAULT_PORT)
+    out.add_argument("--token", help="access token for the page (required off loopback)")
+    out.add_argument("--max-sessions", type=int, default=4)
+    out.add_argument("--mp4", help="record to this .mp4 (audio + video in sync)")
+    out.add_argument("--virtual-mic", action="store_true", help="delayed PulseAudio virtual microphone")
+    p.add_argument("--no-hotkeys", action="store_true")
+    p.add_argument("--stats", help="write the final stage timings / drop counters to this JSON file")
+    return p
+
+
+async def _run(args) -> int:
+    from models.lighting.files import resolve_lighting
+    from stream.avatar import load_renderer
+    from stream.backgrounds import BackgroundSet
+    from stream.clock import MonotonicClock
+    from stream.controls import Controls
+    from stream.hotkeys import HELP, GlobalHotkeys, TerminalHotkeys
+    from stream.lighting_state import LightingState
+    from stream.pipeline import Pipeline, PipelineConfig
+    from stream.sink import SinkUnavailable
+
+    clock = MonotonicClock()
+    renderer = load_renderer(args.avatar)
+    realtime = not args.offline
+    if args.offline and args.source != "file":
+        raise UserError("--offline needs --source file")
+    browser_mic = None
+    if args.source == "file":
+        if not args.audio:
+            raise UserError("--source file needs --audio PATH")
+        from stream.file_source import FileSource
+
+        source = FileSource.from_path(args.audio, realtime=realtime, loop=args.loop)
+    elif args.source == "browser":
+        from stream.webrtc import BrowserMicSource
+
+        source = browser_mic = BrowserMicSource()
+        args.web = True
+    else:
+        from stream.mic import MicrophoneSource
+
+        source = MicrophoneSource(args.mic)
+
+    if not (args.virtualcam or args.web or args.mp4 or args.virtual_mic):
+        args.web = True
+    sinks = []
+    if args.virtualcam:
+        from stream.virtualcam import VirtualCameraSink
+
+        try:
+            sinks.append(VirtualCameraSink(args.canvas, args.fps, args.camera_device, args.camera_backend))
+        except SinkUnavailable as e:
+            raise UserError(str(e)) from None
+    if args.mp4:
+        from stream.mp4_sink import Mp4Sink
+
+        sinks.append(Mp4Sink(args.mp4, args.fps, args.canvas))
+    if args.virtual_mic:
+        from stream.virtual_mic import VirtualMicSink
+
+        try:
+            sinks.append(VirtualMicSink(clock))
+        except SinkUnavailable as e:
+            print(f"relitcam run: virtual microphone off: {e}", file=sys.stderr)  # optional: carry on without it
+
+    lighting = LightingState(resolve_lighting(args.light), now_s=clock.now_s())
+    backgrounds = BackgroundSet(args.background, args.canvas)
+    config = PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
+                            latency_budget_ms=args.latency_budget_ms)
+    pipeline = Pipeline(source, renderer, lighting, backgrounds, sinks, config, clock)
+    from pathlib import Path
+
+    controls = Controls(lighting, backgrounds, clock, [Path(h) for h in args.hdr] if args.hdr else None)
+
+    server = None
+    if args.web:
+        from stream.webrtc import WebRtcServer
+
+        server = WebRtcServer(pipeline, controls, args.host, args.port, args.token, args.max_sessions, browser_mic)
+        await server.start()
+        print(f"relitcam: open {server.url}")
+    hotkeys = [] if args.no_hotkeys else [TerminalHotkeys(controls.handle), GlobalHotkeys(controls.handle)]
+    if any([h.start() for h in hotkeys]):
+        print(HELP)
+
+    async def quit_on_request():
+        await controls.quit_requested.wait()
+        pipeline.stop()
+
+    quitter = asyncio.create_task(quit_on_request())
+    # Ctrl-C stops the pipeline cleanly (sinks closed, MP4 finalised, stats printed) instead of tearing it down.
+    import signal
+
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows event loops
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, pipeline.stop)
+    try:
+        stats = await pipeline.run()
+    finally:
+        quitter.cancel()
+        for h in hotkeys:
+            h.stop()
+        if server is not None:
+            await server.close()
+    report = stats.report()
+    print(json.dumps(report, indent=2))
+    if args.stats:
+        Path(args.stats).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="relitcam: %(message)s")
+    try:
+        import uvloop  # faster event loop where it exists (not on Windows)
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(_run(args))
+    except KeyboardInterrupt:
+        return 130
