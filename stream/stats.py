@@ -20,6 +20,9 @@ class StageTimer:
         self.count += 1
         self._ms.append(duration_s * 1000.0)
 
+    def values_ms(self) -> list[float]:
+        return list(self._ms)
+
     def percentiles_ms(self) -> dict[str, float]:
         if not self._ms:
             return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "count": 0}
