@@ -94,6 +94,8 @@ class FaceRig:
     jaw_weight: np.ndarray  # (468,) 0 (skull) .. 1 (moves with the jaw)
     lip_weight: np.ndarray  # (468,) closeness to the mouth, for round / spread
     lips: ContourChains  # inner lip contour
+    upper_lip_outer: np.ndarray  # outer-lip vertices of the upper / lower lip (corners excluded)
+    lower_lip_outer: np.ndarray
     eyes: tuple[ContourChains, ContourChains]
     lid_ring: tuple[np.ndarray, np.ndarray]  # skin vertices above each upper lid that follow it part way
 
@@ -138,6 +140,8 @@ def build_rig(neutral: np.ndarray, topology: MeshTopology) -> FaceRig:
         jaw_weight=jaw_w,
         lip_weight=lip_w,
         lips=lips,
+        upper_lip_outer=lips_outer.upper[1:-1],
+        lower_lip_outer=lips_outer.lower[1:-1],
         eyes=eyes,
         lid_ring=(rings[0], rings[1]),
     )
@@ -166,10 +170,10 @@ def deform(rig: FaceRig, visemes: np.ndarray, blink: float) -> np.ndarray:
     # A spread lifts the corners a little (a smile-ish shape); |dx| grows toward the corners.
     half_width = max(abs(v[rig.lips.upper[0], 0] - c[0]), 1e-6)
     v[:, 1] += 0.06 * iod * lip_spread * g * np.clip(np.abs(dx) / half_width, 0, 1) ** 2
-    # Press: lips roll in toward each other and back.
-    v[rig.lips.upper[1:-1], 1] -= PRESS_ROLL_IOD * iod * lip_press
-    v[rig.lips.lower[1:-1], 1] += PRESS_ROLL_IOD * iod * lip_press
-    v[:, 2] -= 0.5 * PRESS_ROLL_IOD * iod * lip_press * g
+    # Press: the inner lips meet on their common mid line (whatever gap the portrait had) and roll in a little.
+    if lip_press > 0:
+        v = _seal_lips(v, rig, lip_press)
+        v[:, 2] -= PRESS_ROLL_IOD * iod * lip_press * g
 
     # Pressed lips cannot be apart: the press wins over any co-articulated jaw opening.
     angle = math.radians(JAW_MAX_DEG) * jaw_open * (1.0 - lip_press) * rig.jaw_weight
@@ -180,6 +184,23 @@ def deform(rig: FaceRig, visemes: np.ndarray, blink: float) -> np.ndarray:
         for eye, ring in zip(rig.eyes, rig.lid_ring):
             v = _close_eye(v, eye, ring, blink)
     return v
+
+
+def _seal_lips(v: np.ndarray, rig: FaceRig, amount: float) -> np.ndarray:
+    """Move inner-lip vertices `amount` of the way to the upper/lower mid line; the outer lips follow half as far."""
+    up, lo = rig.lips.upper, rig.lips.lower
+    t_up, t_lo = np.linspace(0, 1, len(up)), np.linspace(0, 1, len(lo))
+    mid_at_up = 0.5 * (v[up, 1] + np.interp(t_up, t_lo, v[lo, 1]))
+    mid_at_lo = 0.5 * (v[lo, 1] + np.interp(t_lo, t_up, v[up, 1]))
+    shift_up = (mid_at_up - v[up, 1]) * amount
+    shift_lo = (mid_at_lo - v[lo, 1]) * amount
+    out = v.copy()
+    out[up, 1] += shift_up
+    out[lo, 1] += shift_lo
+    for ring, chain, shift in ((rig.upper_lip_outer, up, shift_up), (rig.lower_lip_outer, lo, shift_lo)):
+        nearest = np.abs(v[ring, 0][:, None] - v[chain, 0][None, :]).argmin(1)
+        out[ring, 1] += 0.5 * shift[nearest]
+    return out
 
 
 def _close_eye(v: np.ndarray, eye: ContourChains, ring: np.ndarray, blink: float) -> np.ndarray:

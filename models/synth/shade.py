@@ -28,16 +28,14 @@ def backdrop_image(backdrop_albedo: np.ndarray, lighting: Lighting) -> np.ndarra
 def shade(albedo, normals, spec_weight, matte, backdrop: np.ndarray, lighting: Lighting) -> ShadedLayers:
     """composite(A * (S_shad + C_spec * S_spec), matte, backdrop) with the shading layers, all (H, W, ...) float32.
 
-    Only pixels the person touches are shaded: elsewhere the maps hold the backdrop, whose image is `backdrop`.
+    Diffuse is shaded over the whole frame (cheaper than gathering the person's pixels): where matte == 0 the maps
+    hold the backdrop, whose C_spec is 0, so the person term there equals `backdrop` and the composite ignores it.
+    S_spec is 0 wherever C_spec is 0.
     """
-    h, w = matte.shape
-    person = matte > 0
-    s_shad = np.zeros((h, w, 3), np.float32)
-    s_spec = np.zeros((h, w, 3), np.float32)
-    n = normals[person]
-    s_shad[person] = shading(n, lighting.sh_coeffs)
-    s_shad[~person] = shading(np.array([0.0, 0.0, 1.0], np.float32), lighting.sh_coeffs)
-    if lighting.num_lights:
-        s_spec[person] = specular(n, lighting.light_dirs, lighting.light_colours)
+    s_shad = shading(normals, lighting.sh_coeffs)
+    s_spec = np.zeros_like(s_shad)
+    shiny = spec_weight > 0  # the lobe's power is the costly part: skip the backdrop (C_spec 0, S_spec stored as 0)
+    if lighting.num_lights and shiny.any():
+        s_spec[shiny] = specular(normals[shiny], lighting.light_dirs, lighting.light_colours)
     person_image = albedo * (s_shad + spec_weight[..., None] * s_spec)
     return ShadedLayers(s_shad, s_spec, composite(person_image, matte, backdrop))
