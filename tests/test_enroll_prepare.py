@@ -268,3 +268,18 @@ def test_development_clip_first_seconds(tmp_path):
     assert info.has_audio and info.duration_s > 20
     first = next(iter_constant_rate(CLIP, info.fps))
     assert first.index == 0 and first.image.shape == (info.height_px, info.width_px, 3)
+
+
+def test_expression_stage_runs_on_prepared_frames_and_is_reused(prepared, tmp_path):
+    from models.enroll.expression import build_expression
+
+    work = tmp_path / "copy"
+    shutil.copytree(prepared.root, work)
+    wd = WorkDir(work)
+    space, loop, ran = build_expression(wd, prepared, n_lip=4, idle_length_s=0.8)
+    assert ran and space.n_lip == 4 and wd.path("expression.npz").is_file()
+    assert loop.frame_indices.min() >= 0 and loop.frame_indices.max() < prepared.frame_count
+    forward = np.arange(loop.start, loop.end)
+    expected = forward if loop.mode == "cut" else np.concatenate([forward, forward[-2:0:-1]])
+    np.testing.assert_array_equal(loop.frame_indices, expected)
+    assert build_expression(wd, prepared, n_lip=4, idle_length_s=0.8)[2] is False

@@ -294,16 +294,18 @@ def select_idle_loop(
     canon = np.stack([unpose(landmarks_px[i], poses[i]) for i in range(n)])  # (N, 468, 3) iod units
     region = lip_region().indices
     opening = mouth_openings(landmarks_px)
-    # Speeds to the next frame (last frame copies its predecessor's); breaks between runs are not motion.
+    # Speeds to the next frame, per frame.
     lip_step = np.sqrt(((canon[1:, region] - canon[:-1, region]) ** 2).sum(2).mean(1))
     rot_step = np.array([_rotation_angle(poses[i].rotation.T @ poses[i + 1].rotation) for i in range(n - 1)])
     trans_step = np.array(
         [np.linalg.norm(poses[i + 1].translation_px - poses[i].translation_px) / poses[i].scale_px for i in range(n - 1)]
     )
     same = np.diff(index) == 1
+    steps = []
     for arr in (lip_step, rot_step, trans_step):
-        arr[~same] = np.median(arr[same]) if same.any() else 0.0
-    lip_step, rot_step, trans_step = (np.append(a, a[-1]) if a.size else np.zeros(1) for a in (lip_step, rot_step, trans_step))
+        arr[~same] = np.median(arr[same]) if same.any() else 0.0  # a skipped stretch is not motion
+        steps.append(np.append(arr, arr[-1]))  # the last frame gets its predecessor's speed
+    lip_step, rot_step, trans_step = steps
     head = rot_step / max(np.percentile(rot_step, 90), 1e-9) + trans_step / max(np.percentile(trans_step, 90), 1e-9)
     cost = opening / 0.05 + lip_step / max(np.median(lip_step), 1e-9) + np.maximum(head / 2.0 - 1.0, 0.0)
     csum = np.concatenate([[0.0], np.cumsum(cost)])
@@ -313,8 +315,9 @@ def select_idle_loop(
     chosen = starts[np.argsort(window_cost, kind="stable")[:candidates]]
 
     # Seam distance between frame `end` (what would naturally follow the stretch) and frame `start`, in units of
-    # the median distance between consecutive frames.
-    flat = canon.reshape(n, -1)
+    # the median distance between consecutive frames. Posed meshes, not canonical ones: a jump in head pose is
+    # exactly what the seam must not show.
+    flat = landmarks_px.reshape(n, -1)
     step = np.sqrt(((flat[1:] - flat[:-1]) ** 2).mean(1))[same]
     geo_unit = max(float(np.median(step)) if step.size else 1e-3, 1e-6)
     thumbs = None if thumbnails is None else np.asarray(thumbnails, np.float32).reshape(n, -1)
@@ -362,3 +365,52 @@ def select_idle_loop(
 
 def _rotation_angle(r: np.ndarray) -> float:
     return float(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)))
+
+
+# ---------------------------------------------------------------------------------------------------------- stage
+
+
+def build_expression(workdir, prepared, n_lip: int = DEFAULT_N_LIP, idle_length_s: float = 10.0) -> tuple[ExpressionSpace, IdleLoop, bool]:
+    """Enrollment stage "expression": fit the lip space and pick the idle loop from prepared frames
+    (models.enroll.prepare.PreparedVideo); writes expression.npz and idle_loop.json. Returns (space, loop, ran)."""
+    import json
+
+    from models.enroll.workdir import atomic_write_json
+
+    def work():
+        poses = [prepared.pose(i) for i in range(prepared.frame_count)]
+        space = fit_expression_space(prepared.landmarks_px, poses, n_lip=n_lip)
+        space.save(workdir.path("expression.npz"))
+        loop = select_idle_loop(
+            prepared.landmarks_px, prepared.fps, idle_length_s, prepared.source_frame_index, prepared.thumbnails()
+        )
+        atomic_write_json(
+            workdir.path("idle_loop.json"),
+            {
+                "frame_indices": loop.frame_indices.tolist(),
+                "start": loop.start,
+                "end": loop.end,
+                "mode": loop.mode,
+                "seam_cost": loop.seam_cost,
+                "mouth_opening_mean": loop.mouth_opening_mean,
+                "fps": loop.fps,
+            },
+        )
+        extra = {
+            "explained_variance_ratio": [round(float(v), 5) for v in space.explained_variance_ratio],
+            "explained_variance_total": float(space.explained_variance_ratio.sum()),
+            "idle_mode": loop.mode,
+            "idle_frames": int(loop.frame_indices.size),
+        }
+        return ["expression.npz", "idle_loop.json"], extra
+
+    align = workdir.record("align")
+    if align is None:
+        raise ValueError(f"work folder '{workdir.root}' has no align stage; run prepare_video first")
+    _, ran = workdir.run_stage(
+        "expression", {"align": align.key}, {"n_lip": n_lip, "idle_length_s": idle_length_s}, work
+    )
+    space = ExpressionSpace.load(workdir.path("expression.npz"))
+    raw = json.loads(workdir.path("idle_loop.json").read_text())
+    loop = IdleLoop(**{**raw, "frame_indices": np.asarray(raw["frame_indices"], np.int64)})
+    return space, loop, ran

@@ -75,7 +75,7 @@ class PrepareParams:
     size_px: int = 256
     fps: float | None = None
     face_width_frac: float = 0.45
-    face_center_y_frac: float = 0.48
+    face_center_y_frac: float = 0.5
     align_smoothing_s: float = 0.05
     landmark_smoothing_s: float = 0.025
     max_yaw_deg: float = 45.0
