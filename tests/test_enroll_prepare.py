@@ -87,7 +87,8 @@ def test_crops_are_aligned_on_the_stable_points_despite_the_motion(prepared):
     spread = stable.max(0) - stable.min(0)  # per point, over the clip
     assert spread.max() < 2.0, spread
     # ... while in the source frames the same points moved by ~20 px.
-    inv = np.linalg.inv(np.concatenate([prepared.image_to_crop, np.tile([[[0, 0, 1]]], (prepared.frame_count, 1, 1))], 1))
+    bottom = np.tile([[[0.0, 0.0, 1.0]]], (prepared.frame_count, 1, 1))
+    inv = np.linalg.inv(np.concatenate([prepared.image_to_crop, bottom], 1))
     src = np.einsum("nij,nkj->nki", inv[:, :2, :2], stable) + inv[:, None, :2, 2]
     assert (src.max(0) - src.min(0)).max() > 12
     # Upright and centred: eye corners level, face midline in the middle, face ~45% of the crop wide.
@@ -246,7 +247,8 @@ def test_too_few_usable_frames_reports_the_skipped_ones(tmp_path):
     frames = [np.zeros((288, 288, 3), np.uint8)] * 16 + _moving_face_frames(16)
     path = tmp_path / "late.mp4"
     write_mp4(path, frames, FPS, audio=_tone(1.6))
-    with pytest.raises(ValueError, match=r"only 16 of 32 frames \(0\.8 s\).*16 frames without a face.*longest gap 0\.8 s"):
+    expected = r"only 16 of 32 frames \(0\.8 s\).*16 frames without a face.*longest gap 0\.8 s"
+    with pytest.raises(ValueError, match=expected):
         prepare_video(path, tmp_path / "w", size_px=64, progress=False, min_usable_s=1.2)
 
 

@@ -298,7 +298,10 @@ def select_idle_loop(
     lip_step = np.sqrt(((canon[1:, region] - canon[:-1, region]) ** 2).sum(2).mean(1))
     rot_step = np.array([_rotation_angle(poses[i].rotation.T @ poses[i + 1].rotation) for i in range(n - 1)])
     trans_step = np.array(
-        [np.linalg.norm(poses[i + 1].translation_px - poses[i].translation_px) / poses[i].scale_px for i in range(n - 1)]
+        [
+            np.linalg.norm(poses[i + 1].translation_px - poses[i].translation_px) / poses[i].scale_px
+            for i in range(n - 1)
+        ]
     )
     same = np.diff(index) == 1
     steps = []
@@ -370,7 +373,9 @@ def _rotation_angle(r: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------------------- stage
 
 
-def build_expression(workdir, prepared, n_lip: int = DEFAULT_N_LIP, idle_length_s: float = 10.0) -> tuple[ExpressionSpace, IdleLoop, bool]:
+def build_expression(
+    workdir, prepared, n_lip: int = DEFAULT_N_LIP, idle_length_s: float = 10.0
+) -> tuple[ExpressionSpace, IdleLoop, bool]:
     """Enrollment stage "expression": fit the lip space and pick the idle loop from prepared frames
     (models.enroll.prepare.PreparedVideo); writes expression.npz and idle_loop.json. Returns (space, loop, ran)."""
     import json

@@ -26,7 +26,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +258,14 @@ def iter_constant_rate(path: str | os.PathLike, fps: float) -> Iterator[_GridFra
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -562,7 +568,8 @@ class FrameLayers:
             return matte
         n = float(SEGMENTER_INPUT_PX)
         # sample_crop rather than a matrix resize: its box pre-reduction is cheaper and BLAS-free.
-        return np.clip(sample_crop(matte[:, :, None], RotatedRect(n / 2, n / 2, n, n), *crop.shape[1::-1])[..., 0], 0, 1)
+        resized = sample_crop(matte[:, :, None], RotatedRect(n / 2, n / 2, n, n), crop.shape[1], crop.shape[0])
+        return np.clip(resized[..., 0], 0.0, 1.0)
 
     def coarse_normals(self, landmarks_px: np.ndarray, pose: HeadPose, matte: np.ndarray) -> np.ndarray:
         """Mesh normals on the face; a head ellipsoid (following the pose) around it; a camera-facing (0, 0, 1)
@@ -622,6 +629,8 @@ def _crops(wd: WorkDir, video: Path, params: PrepareParams, fps: float, progress
         shutil.rmtree(frames_dir)
     frames_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(align_key + "\n")
+    for leftover in frames_dir.glob(".chunk_*.tmp"):  # temporary folders of a killed run
+        shutil.rmtree(leftover, ignore_errors=True)
 
     n = index.size
     c = params.chunk_frames
@@ -673,7 +682,10 @@ class _ChunkWriter:
         self.tmp = self._ctx.__enter__()
         self.tmp.mkdir()
         s, t = size_px, thumb_px
-        mk = lambda name, shape, dtype: np.lib.format.open_memmap(self.tmp / f"{name}.npy", "w+", dtype, shape)  # noqa: E731
+
+        def mk(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+            return np.lib.format.open_memmap(self.tmp / f"{name}.npy", "w+", dtype, shape)
+
         self.arrays = {
             "crops": mk("crops", (rows, s, s, 3), np.uint8),
             "masks": mk("masks", (rows, s, s), np.uint8),
@@ -717,19 +729,25 @@ class _ChunkWriter:
 def prepare_video(
     video_path: str | os.PathLike,
     workdir: WorkDir | str | os.PathLike,
-    size_px: int = 256,
+    size_px: int | None = None,
     progress: bool = True,
     params: PrepareParams | None = None,
     **overrides,
 ) -> PreparedVideo:
     """Run (or reuse) the track, align and crops stages for `video_path` in `workdir`; return the prepared frames.
 
-    `params` gives every setting; keyword overrides (e.g. min_usable_s=3) replace single fields. Raises ValueError
-    for a missing/corrupt video, no video stream, no audio, no face, several people, or too few usable seconds.
+    `params` gives every setting (default PrepareParams(): 256 px); `size_px` and keyword overrides (e.g.
+    min_usable_s=3) replace single fields. Raises ValueError for a missing/corrupt video, no video stream, no
+    audio, no face, several people, or too few usable seconds.
     """
-    params = params or PrepareParams(size_px=size_px)
-    if overrides or params.size_px != size_px:
-        params = PrepareParams(**{**asdict(params), "size_px": size_px, **overrides})
+    params = params or PrepareParams()
+    if size_px is not None:
+        overrides["size_px"] = size_px
+    if overrides:
+        unknown = set(overrides) - set(PrepareParams.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown prepare settings {sorted(unknown)}; see PrepareParams")
+        params = PrepareParams(**{**asdict(params), **overrides})
     wd = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     video = Path(video_path)
     fps, expected, size, _ = _check_video(video, params)
