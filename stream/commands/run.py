@@ -25,7 +25,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relitcam run", description=__doc__)
-    p.add_argument("--avatar", required=True, help="renderer as module.path:factory (see docs/pipeline.md)")
+    p.add_argument("--avatar", help="avatar bundle folder (from relitcam enroll), or a renderer as module.path:factory "
+                                    "(see docs/pipeline.md); default: the shipped avatar models/avatars/default")
+    p.add_argument("--backend", default="onnxruntime", help="where a bundle's nets run (default onnxruntime, CPU)")
     src = p.add_argument_group("audio source")
     src.add_argument("--source", choices=("mic", "file", "browser"), default="mic")
     src.add_argument("--mic", help="microphone name (or part of it) or index; default: the system default")
@@ -55,9 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_avatar(spec: str | None, backend: str = "onnxruntime"):
+    """The renderer for --avatar: the default bundle, a bundle folder, or module.path:factory."""
+    from pathlib import Path
+
+    from stream.avatar import load_renderer
+    from stream.bundle_renderer import DEFAULT_BUNDLE, BundleRenderer
+
+    if spec is None:
+        if not (DEFAULT_BUNDLE / "manifest.json").is_file():
+            raise UserError(f"the default avatar {DEFAULT_BUNDLE} is not installed; make it with "
+                            "scripts/make_default_avatar.py, or pass --avatar BUNDLE_FOLDER")
+        return BundleRenderer(DEFAULT_BUNDLE, backend)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return BundleRenderer(path, backend)
+    if ":" not in spec:
+        raise ValueError(f"--avatar {spec!r} is neither an avatar bundle folder (no such folder) "
+                         "nor a renderer as module.path:factory")
+    return load_renderer(spec)
+
+
 async def _run(args) -> int:
     from models.lighting.files import resolve_lighting
-    from stream.avatar import load_renderer
     from stream.backgrounds import BackgroundSet
     from stream.clock import MonotonicClock
     from stream.controls import Controls
@@ -67,7 +89,7 @@ async def _run(args) -> int:
     from stream.sink import SinkUnavailable
 
     clock = MonotonicClock()
-    renderer = load_renderer(args.avatar)
+    renderer = load_avatar(args.avatar, args.backend)
     realtime = not args.offline
     if args.offline and args.source != "file":
         raise UserError("--offline needs --source file")
