@@ -10,33 +10,12 @@ import math
 
 import torch
 
-from models.lighting.sh import (
-    IRRADIANCE_GAIN_PER_COEFF,
-    Y1_CONST,
-    Y2_CROSS_CONST,
-    Y00_CONST,
-    Y20_CONST,
-    Y22_CONST,
-)
+from models.lighting.sh import IRRADIANCE_GAIN_PER_COEFF, fibonacci_sphere, sh_basis_terms
 
 
 def sh_basis(directions: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Y_lm at unit directions with xyz on axis `dim` -> 9 values on that axis."""
-    x, y, z = directions.unbind(dim)
-    return torch.stack(
-        [
-            torch.full_like(x, Y00_CONST),
-            Y1_CONST * y,
-            Y1_CONST * z,
-            Y1_CONST * x,
-            Y2_CROSS_CONST * x * y,
-            Y2_CROSS_CONST * y * z,
-            Y20_CONST * (3.0 * z * z - 1.0),
-            Y2_CROSS_CONST * x * z,
-            Y22_CONST * (x * x - y * y),
-        ],
-        dim=dim,
-    )
+    return torch.stack(sh_basis_terms(*directions.unbind(dim)), dim=dim)
 
 
 def shading(normals: torch.Tensor, sh_coeffs: torch.Tensor) -> torch.Tensor:
@@ -51,11 +30,7 @@ def shading(normals: torch.Tensor, sh_coeffs: torch.Tensor) -> torch.Tensor:
 
 def fibonacci_directions(count: int, dtype=torch.float32) -> torch.Tensor:
     """`count` near-uniform unit directions (count, 3), each standing for a solid angle of 4 pi / count."""
-    i = torch.arange(count, dtype=torch.float64) + 0.5
-    z = 1.0 - 2.0 * i / count
-    r = torch.sqrt(1.0 - z * z)
-    phi = i * math.pi * (3.0 - math.sqrt(5.0))
-    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], dim=-1).to(dtype)
+    return torch.from_numpy(fibonacci_sphere(count)).to(dtype)
 
 
 def sh_specular_lights(sh_coeffs: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:

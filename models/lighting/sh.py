@@ -38,6 +38,24 @@ IRRADIANCE_GAIN_PER_BAND = (math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0)
 IRRADIANCE_GAIN_PER_COEFF = tuple(IRRADIANCE_GAIN_PER_BAND[b] for b in BAND_OF_COEFF)
 
 
+def sh_basis_terms(x, y, z) -> list:
+    """The 9 basis functions at direction components x, y, z, in coefficient order.
+
+    Plain arithmetic only, so the one formula serves NumPy, CuPy and torch arrays alike.
+    """
+    return [
+        x * 0.0 + Y00_CONST,
+        Y1_CONST * y,
+        Y1_CONST * z,
+        Y1_CONST * x,
+        Y2_CROSS_CONST * x * y,
+        Y2_CROSS_CONST * y * z,
+        Y20_CONST * (3.0 * z * z - 1.0),
+        Y2_CROSS_CONST * x * z,
+        Y22_CONST * (x * x - y * y),
+    ]
+
+
 def sh_basis(directions):
     """Y_lm at unit directions (..., 3) -> (..., 9) float32, same array library as the input.
 
@@ -47,21 +65,7 @@ def sh_basis(directions):
     d = xp.asarray(directions, dtype=xp.float32)
     if d.shape[-1] != 3:
         raise ValueError(f"directions must have a last axis of 3 (x, y, z), got shape {tuple(d.shape)}")
-    x, y, z = d[..., 0], d[..., 1], d[..., 2]
-    return xp.stack(
-        [
-            xp.full_like(x, Y00_CONST),
-            Y1_CONST * y,
-            Y1_CONST * z,
-            Y1_CONST * x,
-            Y2_CROSS_CONST * x * y,
-            Y2_CROSS_CONST * y * z,
-            Y20_CONST * (3.0 * z * z - 1.0),
-            Y2_CROSS_CONST * x * z,
-            Y22_CONST * (x * x - y * y),
-        ],
-        axis=-1,
-    )
+    return xp.stack(sh_basis_terms(d[..., 0], d[..., 1], d[..., 2]), axis=-1)
 
 
 def check_sh_coeffs(sh_coeffs) -> None:
@@ -111,7 +115,7 @@ def axis_angle_matrix(axis, angle_rad: float) -> np.ndarray:
 # Fixed, well-spread sample directions used to fit band rotation matrices: a Fibonacci sphere of 64 points. Any set
 # on which each band's basis has full column rank makes the least-squares fit exact, because a rotated band-l
 # harmonic is itself a combination of band-l harmonics (the bands are rotation invariant subspaces).
-def _fibonacci_sphere(count: int) -> np.ndarray:
+def fibonacci_sphere(count: int) -> np.ndarray:
     i = np.arange(count, dtype=np.float64) + 0.5
     z = 1.0 - 2.0 * i / count
     r = np.sqrt(1.0 - z * z)
@@ -119,25 +123,12 @@ def _fibonacci_sphere(count: int) -> np.ndarray:
     return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)
 
 
-_FIT_DIRECTIONS = _fibonacci_sphere(64)
+_FIT_DIRECTIONS = fibonacci_sphere(64)
 
 
 def _sh_basis_f64(directions: np.ndarray) -> np.ndarray:
-    x, y, z = directions[..., 0], directions[..., 1], directions[..., 2]
-    return np.stack(
-        [
-            np.full_like(x, Y00_CONST),
-            Y1_CONST * y,
-            Y1_CONST * z,
-            Y1_CONST * x,
-            Y2_CROSS_CONST * x * y,
-            Y2_CROSS_CONST * y * z,
-            Y20_CONST * (3.0 * z * z - 1.0),
-            Y2_CROSS_CONST * x * z,
-            Y22_CONST * (x * x - y * y),
-        ],
-        axis=-1,
-    )
+    d = np.asarray(directions, dtype=np.float64)
+    return np.stack(sh_basis_terms(d[..., 0], d[..., 1], d[..., 2]), axis=-1)
 
 
 def sh_rotation_matrix(rotation: np.ndarray) -> np.ndarray:
