@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("stream.commands.synth", "render a synthetic talking head with exact ground truth"),
     "eval": ("stream.commands.eval", "score a rendered video against ground truth (PSNR, SSIM, flicker, lip sync)"),
     "run": ("stream.commands.run", "the live avatar: mic/file/browser audio -> virtual camera, web page, MP4, virtual mic"),
+    "enroll": ("stream.commands.enroll", "train an avatar from a video of yourself"),
 }
 
 
