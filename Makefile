@@ -27,8 +27,17 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The default avatar, live: from the microphone when there is one, else the bundled espeak-ng speech on a loop.
+SPEECH_SAMPLE := models/assets/speech_sample.wav
+HAS_MIC := from stream.mic import open_portaudio, list_input_devices; import sys; sys.exit(0 if list_input_devices(open_portaudio()) else 1)
+
 run: setup
-	$(RELITCAM) run
+	@if $(VPY) -c "$(HAS_MIC)" 2>/dev/null; then \
+	  $(RELITCAM) run; \
+	else \
+	  echo "no microphone found: the avatar speaks $(SPEECH_SAMPLE) on a loop"; \
+	  $(RELITCAM) run --source file --audio $(SPEECH_SAMPLE) --loop; \
+	fi
 
 test: setup
 	$(VPY) -m pytest -q -ra
