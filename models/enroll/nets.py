@@ -59,13 +59,23 @@ class DecompositionNet(nn.Module):
     once per loop frame at enrollment, not live.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96), max_residual: float = 0.5):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96), max_residual: float = 0.5, work_scale: int = 1):
         super().__init__()
         self.max_residual = max_residual
+        # work_scale > 1: the trunk sees the inputs averaged down by this factor and its outputs are upsampled
+        # bilinearly; the refined normals still carry the full-resolution coarse normals. The layers it predicts are
+        # low-frequency corrections, and a quarter of the pixels makes training fit a CPU budget. Trained at S/k with
+        # work_scale 1, the same weights run on S-px frames with work_scale k.
+        self.work_scale = work_scale
         self.trunk = UNet(6, 7, widths)
 
     def forward(self, image: torch.Tensor, coarse_normals: torch.Tensor):
-        out = self.trunk(torch.cat([image, coarse_normals], dim=1))
+        x = torch.cat([image, coarse_normals], dim=1)
+        if self.work_scale > 1:
+            out = self.trunk(F.avg_pool2d(x, self.work_scale))
+            out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        else:
+            out = self.trunk(x)
         residual = self.max_residual * torch.tanh(out[:, 0:3])
         normals = F.normalize(coarse_normals + residual, dim=1)
         albedo = torch.sigmoid(out[:, 3:6])
