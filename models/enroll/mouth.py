@@ -1,0 +1,412 @@
+"""Enrollment stage 3: the mouth net, which renders the talking mouth as intrinsic layers (albedo, normals, C_spec)
+in an M x M box of an idle-loop frame, plus the blend alpha that pastes it in (ReliTalk eq. 5-8, relightable).
+
+What the net gets, at training and live alike (the functions below are the ones the live renderer calls, so the
+two cannot drift apart):
+
+  coarse_normals  the driven mesh's smooth normals rasterised in the box (`mouth_coarse_normals`): mesh only, zero
+                  where no triangle covers the pixel, so the open mouth (the mesh has no triangles across the lips)
+                  reads as a zero hole and the net paints teeth / tongue / cavity there;
+  mouth_mask      where the mouth may change the picture (`mouth_region_mask`): the hull of the lip-region vertices
+                  of the idle mesh and of the driven mesh, grown by a few px;
+  idle layers     the idle frame's albedo and normals in the box, zeroed inside the mask.
+
+Live, the idle frame i and the driven mesh (frame i's mesh with audio-driven lips) share frame i's pose, so the
+context around the mask always matches the coarse normals. Training makes the same situation from one frame t: its
+own mesh drives, its own layers outside the mask are the context, its own layers are the target. Two things teach
+what same-frame training alone would not: the mask is sometimes widened by another frame's lip region (live, the
+idle and the driven lips differ, and the union is what gets masked), and the blend is trained against a wrong mouth
+(another frame's layers fill the mask underneath), so it learns to cover the whole changed region and fall to 0
+outside it.
+
+Losses: L1 of the composited layers relit under the learned lighting and under `random_lightings` random lightings
+per step (ambient + key, explicit lights for the specular lobe, as the live renderer uses them), so the mouth
+relights consistently with the face around it; L1 on the layers themselves; blend near 0 outside the grown mask and
+smooth (TV). No perceptual loss: there are no perceptual-network weights we can ship and use here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_dilation
+from scipy.spatial import ConvexHull
+
+from models.enroll.decompose import (
+    DecompositionModelTorch,
+    LayerStack,
+    WorkDir,
+    frame_layers,
+    run_resumable,
+)
+from models.enroll.expression import lip_region
+from models.enroll.losses import total_variation
+from models.enroll.nets import MouthNet
+from models.enroll.render_torch import shading, specular
+from models.face.masks import polygon_mask
+from models.lighting.sources import DirectionalLight, directional_lighting
+from models.raster import interpolate, rasterize, vertex_normals
+
+STAGE = "mouth"
+MODEL_FILE = "mouth/model.pt"
+# Lip-region vertices that take at least this much of the driven shape bound the mask (as prepare's mouth_region).
+REGION_WEIGHT_MIN = 0.5
+REGION_GROWTH = 1.08  # hull scaled about its centre: the shading around the lips changes too
+
+
+@dataclass(frozen=True)
+class MouthParams:
+    mouth_frac: float = 0.375  # M / S (96 px at S = 256); rounded to a multiple of 8
+    box_center_down_frac: float = 0.1  # box centre below the lip region's centre, in M: room for the opening jaw
+    mask_grow_frac: float = 0.02  # extra dilation of the mask, in S
+    widths: tuple[int, ...] = (16, 32, 64)
+    steps: int = 500
+    batch: int = 8
+    lr: float = 2e-3
+    final_lr_frac: float = 0.1
+    union_prob: float = 0.5  # share of samples whose mask also holds another frame's lip region
+    random_lightings: int = 2
+    w_relit_learned: float = 1.0
+    w_relit_random: float = 1.0
+    w_layers: float = 0.5
+    w_blend_outside: float = 0.5
+    w_blend_tv: float = 0.05
+    shininess: float = 32.0
+    checkpoint_every_s: float = 120.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.mouth_frac <= 1.0:
+            raise ValueError(f"mouth_frac must be in [0.1, 1], got {self.mouth_frac}")
+        if self.steps < 1 or self.batch < 1:
+            raise ValueError("steps and batch must be >= 1")
+
+    def mouth_px(self, size_px: int) -> int:
+        return max(16, int(round(self.mouth_frac * size_px / 8)) * 8)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+
+# ------------------------------------------------------------------------------------------- geometry of the box
+
+
+def _region_points(landmarks_px: np.ndarray) -> np.ndarray:
+    region = lip_region()
+    return np.asarray(landmarks_px, np.float64)[region.indices[region.weights >= REGION_WEIGHT_MIN], :2]
+
+
+def mouth_box(landmarks_px: np.ndarray, size_px: int, mouth_px: int, center_down_frac: float = 0.1) -> np.ndarray:
+    """Top-left (x, y) int32 of the M x M box in the S x S crop: centred on the lip region's bounding box (a little
+    lower, where the jaw opens), kept inside the crop."""
+    pts = _region_points(landmarks_px)
+    centre = 0.5 * (pts.min(0) + pts.max(0)) + np.array([0.0, center_down_frac * mouth_px])
+    top_left = np.rint(centre - mouth_px / 2).astype(np.int64)
+    return np.clip(top_left, 0, size_px - mouth_px).astype(np.int32)
+
+
+def mouth_region_mask(meshes_px: list[np.ndarray], box_xy: np.ndarray, mouth_px: int, grow_px: float) -> np.ndarray:
+    """bool (M, M): union over the meshes (crop px) of their lip-region hull, grown REGION_GROWTH about its centre,
+    then dilated by grow_px, in the box with top-left box_xy."""
+    mask = np.zeros((mouth_px, mouth_px), bool)
+    offset = np.asarray(box_xy, np.float64)
+    for mesh in meshes_px:
+        pts = _region_points(mesh)
+        hull = pts[ConvexHull(pts).vertices]
+        centre = hull.mean(0)
+        mask |= polygon_mask(centre + REGION_GROWTH * (hull - centre) - offset, (mouth_px, mouth_px))
+    r = int(math.ceil(grow_px))
+    if r > 0:
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        mask = binary_dilation(mask, structure=(xx * xx + yy * yy) <= grow_px * grow_px)
+    return mask
+
+
+def mouth_coarse_normals(landmarks_px: np.ndarray, triangles: np.ndarray, box_xy: np.ndarray,
+                         mouth_px: int) -> np.ndarray:
+    """float32 (M, M, 3): smooth vertex normals of the mesh (crop px, y down) rasterised in the box, camera frame
+    (y up); zero where no triangle covers the pixel (the open mouth, off the face)."""
+    p = np.asarray(landmarks_px, np.float64)
+    normals_v = vertex_normals(p * np.array([1.0, -1.0, 1.0]), triangles)
+    shifted = p - np.array([box_xy[0], box_xy[1], 0.0])
+    raster = rasterize(shifted, triangles, mouth_px, mouth_px)
+    n = interpolate(normals_v, raster)
+    length = np.linalg.norm(n, axis=-1, keepdims=True)
+    return np.where(length > 1e-6, n / np.maximum(length, 1e-6), 0.0).astype(np.float32)
+
+
+def cut_box(images: np.ndarray, boxes: np.ndarray, mouth_px: int) -> np.ndarray:
+    """(n, S, S, ...) -> (n, M, M, ...) at each frame's box."""
+    return np.stack([img[y:y + mouth_px, x:x + mouth_px] for img, (x, y) in zip(images, boxes)])
+
+
+# ----------------------------------------------------------------------------------------------- training samples
+
+
+@dataclass
+class MouthSamples:
+    """Per training frame, everything in its own mouth box (channels-last float32 unless said):
+    coarse_normals (n, M, M, 3); albedo (n, M, M, 3) linear; normals (n, M, M, 3); spec_weight (n, M, M);
+    own_mask (n, M, M) bool; hulls: each frame's grown lip-region hull polygon in crop px (for mask unions);
+    boxes (n, 2) int32."""
+
+    coarse_normals: np.ndarray
+    albedo: np.ndarray
+    normals: np.ndarray
+    spec_weight: np.ndarray
+    own_mask: np.ndarray
+    landmarks_px: np.ndarray  # (n, 468, 3)
+    boxes: np.ndarray
+    mouth_px: int
+    grow_px: float
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+def build_samples(layers: LayerStack, landmarks_px: np.ndarray, triangles: np.ndarray, size_px: int,
+                  params: MouthParams) -> MouthSamples:
+    """Cut the decomposition layers of training frames (full resolution) and their meshes into mouth samples."""
+    m = params.mouth_px(size_px)
+    grow = params.mask_grow_frac * size_px
+    boxes = np.stack([mouth_box(lm, size_px, m, params.box_center_down_frac) for lm in landmarks_px])
+    coarse = np.stack([mouth_coarse_normals(lm, triangles, b, m) for lm, b in zip(landmarks_px, boxes)])
+    masks = np.stack([mouth_region_mask([lm], b, m, grow) for lm, b in zip(landmarks_px, boxes)])
+    return MouthSamples(
+        coarse_normals=coarse,
+        albedo=cut_box(layers.albedo, boxes, m),
+        normals=cut_box(layers.normals, boxes, m),
+        spec_weight=cut_box(layers.spec_weight, boxes, m),
+        own_mask=masks,
+        landmarks_px=np.asarray(landmarks_px, np.float32),
+        boxes=boxes,
+        mouth_px=m,
+        grow_px=grow,
+    )
+
+
+@dataclass
+class MouthBatch:
+    coarse_normals: torch.Tensor  # (B, 3, M, M)
+    mask: torch.Tensor  # (B, 1, M, M) 1 = to be generated
+    idle_albedo: torch.Tensor  # masked context
+    idle_normals: torch.Tensor
+    under_albedo: torch.Tensor  # what lies under the blend: the target outside the mask, a wrong mouth inside
+    under_normals: torch.Tensor
+    under_spec: torch.Tensor
+    albedo: torch.Tensor  # targets
+    normals: torch.Tensor
+    spec_weight: torch.Tensor
+
+
+def _chw(a: np.ndarray) -> torch.Tensor:
+    a = np.asarray(a, np.float32)
+    if a.ndim == 3:
+        a = a[..., None]
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+
+
+def sample_mouth_batch(samples: MouthSamples, rng: np.random.Generator, params: MouthParams) -> MouthBatch:
+    b = params.batch
+    pick = rng.integers(0, len(samples), size=b)
+    other = (pick + rng.integers(1, max(len(samples), 2), size=b)) % len(samples)
+    union = rng.random(b) < params.union_prob
+    masks = samples.own_mask[pick].copy()
+    for k in np.flatnonzero(union):
+        # Another frame's lips, placed as they sit in that frame's crop, over this frame's box.
+        masks[k] |= mouth_region_mask([samples.landmarks_px[other[k]]], samples.boxes[pick[k]], samples.mouth_px,
+                                      samples.grow_px)
+    keep = ~masks[..., None]
+    albedo, normals, spec = samples.albedo[pick], samples.normals[pick], samples.spec_weight[pick]
+    under = lambda own, wrong: np.where(keep if own.ndim == 4 else keep[..., 0], own, wrong)  # noqa: E731
+    return MouthBatch(
+        coarse_normals=_chw(samples.coarse_normals[pick]),
+        mask=_chw(masks),
+        idle_albedo=_chw(albedo * keep),
+        idle_normals=_chw(normals * keep),
+        under_albedo=_chw(under(albedo, samples.albedo[other])),
+        under_normals=_chw(under(normals, samples.normals[other])),
+        under_spec=_chw(under(spec, samples.spec_weight[other])),
+        albedo=_chw(albedo),
+        normals=_chw(normals),
+        spec_weight=_chw(spec),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ lightings
+
+
+@dataclass(frozen=True)
+class TorchLighting:
+    sh: torch.Tensor  # (9, 3)
+    dirs: torch.Tensor  # (K, 3)
+    colours: torch.Tensor  # (K, 3) integrated radiance
+
+
+def random_lighting(rng: np.random.Generator) -> TorchLighting:
+    """A plausible portrait lighting: tinted ambient + a key light from the front hemisphere (up to 80 degrees off
+    the camera axis), exposed so a surface facing the key gets shading ~1."""
+    az, el = rng.uniform(-80, 80), rng.uniform(-30, 60)
+    a, e = math.radians(az), math.radians(el)
+    direction = (math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a))
+    tint = rng.uniform(0.8, 1.0, size=3)
+    ambient = rng.uniform(0.05, 0.35)
+    key = DirectionalLight(direction, tuple(tint / tint.max()), 1.0 - ambient)
+    lighting = directional_lighting([key], ambient_linear=tuple(ambient * rng.uniform(0.85, 1.0, size=3)))
+    t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+    return TorchLighting(t(lighting.sh_coeffs), t(lighting.light_dirs), t(lighting.light_colours))
+
+
+def relight(albedo, normals, spec_weight, lighting: TorchLighting, shading_net, shininess: float) -> torch.Tensor:
+    """I = A * (SC(N, S_shad) + C_spec * S_spec) with explicit specular lights (as the live renderer)."""
+    s_sh = shading(normals, lighting.sh).clamp_min(0.0)
+    diffuse = shading_net(normals, s_sh) if shading_net is not None else s_sh
+    return albedo * (diffuse + spec_weight * specular(normals, lighting.dirs, lighting.colours, shininess))
+
+
+# -------------------------------------------------------------------------------------------------------- training
+
+
+def mouth_losses(batch: MouthBatch, net: MouthNet, decomposition: DecompositionModelTorch,
+                 lightings: list[TorchLighting], params: MouthParams) -> dict[str, torch.Tensor]:
+    albedo, normals, spec, blend = net(batch.coarse_normals, batch.idle_albedo, batch.idle_normals, batch.mask)
+    comp_a = blend * albedo + (1 - blend) * batch.under_albedo
+    comp_n = torch.nn.functional.normalize(blend * normals + (1 - blend) * batch.under_normals, dim=1)
+    comp_s = blend * spec + (1 - blend) * batch.under_spec
+    sc = decomposition.shading_net
+    relit = []
+    for k, lighting in enumerate(lightings):
+        pred = relight(comp_a, comp_n, comp_s, lighting, sc, params.shininess)
+        with torch.no_grad():
+            target = relight(batch.albedo, batch.normals, batch.spec_weight, lighting, sc, params.shininess)
+        w = params.w_relit_learned if k == 0 else params.w_relit_random / max(len(lightings) - 1, 1)
+        relit.append(w * (pred - target).abs().mean())
+    outside = 1.0 - batch.mask
+    terms = {
+        "relit": sum(relit),
+        "layers": params.w_layers * ((comp_a - batch.albedo).abs().mean() + (comp_n - batch.normals).abs().mean()
+                                     + (comp_s - batch.spec_weight).abs().mean()),
+        "blend_outside": params.w_blend_outside * (blend * outside).sum() / outside.sum().clamp_min(1.0),
+        "blend_tv": params.w_blend_tv * total_variation(blend),
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def learned_lighting(decomposition: DecompositionModelTorch) -> TorchLighting:
+    dirs, colours = decomposition.specular_lights()
+    return TorchLighting(torch.from_numpy(decomposition.sh_coeffs()), torch.from_numpy(dirs),
+                         torch.from_numpy(colours))
+
+
+@dataclass
+class MouthResult:
+    net: MouthNet
+    params: MouthParams
+    mouth_px: int
+    steps_done: int
+    elapsed_s: float
+    loss_history: list[dict[str, float]]
+    resumed_from_step: int = 0
+
+
+def train_mouth(workdir: WorkDir, samples: MouthSamples, decomposition: DecompositionModelTorch,
+                params: MouthParams | None = None, *, resume: bool = True, progress: bool = True,
+                max_steps_this_run: int | None = None) -> MouthResult:
+    """Train (or continue) the mouth net on `samples`; checkpoints under stage 'mouth'. The decomposition (learned
+    lighting and shading correction) is frozen."""
+    params = params or MouthParams()
+    torch.manual_seed(params.seed)
+    net = MouthNet(widths=tuple(params.widths))
+    opt = torch.optim.Adam(net.parameters(), lr=params.lr)
+    rng = np.random.default_rng(params.seed)
+    for p in decomposition.parameters():
+        p.requires_grad_(False)
+    learned = learned_lighting(decomposition)
+    params_json = {**params.to_json(), "mouth_px": samples.mouth_px, "samples": len(samples)}
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        t = step / max(params.steps - 1, 1)
+        opt.param_groups[0]["lr"] = params.lr * (
+            params.final_lr_frac + (1 - params.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+        batch = sample_mouth_batch(samples, rng, params)
+        lightings = [learned] + [random_lighting(rng) for _ in range(params.random_lightings)]
+        return mouth_losses(batch, net, decomposition, lightings, params)
+
+    run = run_resumable(workdir, STAGE, params_json, net, opt, rng, params.steps, step_fn, description="mouth",
+                        checkpoint_every_s=params.checkpoint_every_s, resume=resume, progress=progress,
+                        max_steps_this_run=max_steps_this_run, show="relit")
+    result = MouthResult(net, params, samples.mouth_px, run.steps_done, run.elapsed_s, run.history,
+                         run.resumed_from_step)
+    if run.steps_done >= params.steps:
+        save_mouth(workdir, result)
+    return result
+
+
+def save_mouth(workdir: WorkDir, result: MouthResult) -> None:
+    from models.enroll.workdir import atomic_path
+
+    with atomic_path(workdir.path(MODEL_FILE)) as tmp:
+        torch.save({"params": result.params.to_json(), "net": result.net.state_dict(), "mouth_px": result.mouth_px,
+                    "steps": result.steps_done, "elapsed_s": result.elapsed_s,
+                    "final_losses": result.loss_history[-1] if result.loss_history else {}}, tmp)
+
+
+def load_mouth(workdir: WorkDir) -> tuple[MouthNet, dict]:
+    path = workdir.path(MODEL_FILE)
+    if not path.is_file():
+        raise ValueError(f"no trained mouth net in {workdir.root} ({MODEL_FILE} missing); run train_mouth")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    net = MouthNet(widths=tuple(state["params"]["widths"]))
+    net.load_state_dict(state["net"])
+    return net.eval(), state
+
+
+# ------------------------------------------------------------------------------------------------------ inference
+
+
+@dataclass(frozen=True)
+class MouthLayers:
+    """The mouth net's output pasted into full frames' layers (channels-last, as LayerStack)."""
+
+    albedo: np.ndarray
+    normals: np.ndarray
+    spec_weight: np.ndarray
+    blend: np.ndarray  # (n, M, M)
+
+
+def paste_mouth(net: MouthNet, layers: LayerStack, idle_landmarks_px: np.ndarray, driven_landmarks_px: np.ndarray,
+                triangles: np.ndarray, boxes: np.ndarray, mouth_px: int, grow_px: float) -> MouthLayers:
+    """Run the mouth net for frames whose idle layers are `layers` (with meshes idle_landmarks_px) driven by
+    `driven_landmarks_px`, and blend its layers into copies of the frames' layers; what the live renderer does,
+    in NumPy + torch (for evaluation)."""
+    albedo, normals, spec = layers.albedo.copy(), layers.normals.copy(), layers.spec_weight.copy()
+    blends = []
+    with torch.no_grad():
+        for i, (x, y) in enumerate(boxes):
+            m = mouth_px
+            mask = mouth_region_mask([idle_landmarks_px[i], driven_landmarks_px[i]], (x, y), m, grow_px)
+            keep = ~mask[..., None]
+            cn = mouth_coarse_normals(driven_landmarks_px[i], triangles, (x, y), m)
+            a0, n0, s0 = albedo[i, y:y + m, x:x + m], normals[i, y:y + m, x:x + m], spec[i, y:y + m, x:x + m]
+            out = net(_chw(cn[None]), _chw((a0 * keep)[None]), _chw((n0 * keep)[None]), _chw(mask[None]))
+            a, n, s, b = (o[0].permute(1, 2, 0).numpy() for o in out)
+            albedo[i, y:y + m, x:x + m] = b * a + (1 - b) * a0
+            nn_ = b * n + (1 - b) * n0
+            normals[i, y:y + m, x:x + m] = nn_ / np.maximum(np.linalg.norm(nn_, axis=-1, keepdims=True), 1e-6)
+            spec[i, y:y + m, x:x + m] = b[..., 0] * s[..., 0] + (1 - b[..., 0]) * s0
+            blends.append(b[..., 0])
+    return MouthLayers(albedo, normals, spec, np.stack(blends))
+
+
+def train_samples_from_model(decomposition: DecompositionModelTorch, crops: np.ndarray, coarse_normals: np.ndarray,
+                             matte: np.ndarray, landmarks_px: np.ndarray, triangles: np.ndarray,
+                             params: MouthParams) -> MouthSamples:
+    """Decompose frames (full resolution, folded albedo as the idle loop gets it) and cut them into mouth samples."""
+    layers = frame_layers(decomposition, crops, coarse_normals, matte, fold_residual=True)
+    return build_samples(layers, landmarks_px, triangles, crops.shape[1], params)

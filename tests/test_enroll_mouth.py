@@ -1,0 +1,104 @@
+"""Mouth stage: box and mask geometry, the open mouth as a zero hole in the coarse normals, training and pasting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.enroll.decompose import DecomposeParams, DecompositionModelTorch, LayerStack
+from models.enroll.expression import lip_region
+from models.enroll.mouth import (
+    MouthParams,
+    build_samples,
+    load_mouth,
+    mouth_box,
+    mouth_coarse_normals,
+    mouth_region_mask,
+    paste_mouth,
+    random_lighting,
+    train_mouth,
+)
+from models.enroll.workdir import WorkDir
+from models.face.resources import load_canonical_face, load_topology
+
+S = 64
+UPPER_INNER, LOWER_INNER = 13, 14  # inner-lip midpoints of the 468-point mesh
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _mesh(jaw_drop_px: float = 0.0) -> np.ndarray:
+    """The canonical face in a 64 px crop (y down), lower lip and jaw dropped by jaw_drop_px."""
+    v = load_canonical_face().vertices.astype(np.float64)
+    px = np.stack([S / 2 + 20 * v[:, 0], S * 0.45 - 20 * v[:, 1], 20 * v[:, 2]], axis=1)
+    lower = v[:, 1] < v[LOWER_INNER, 1] + 1e-6
+    px[lower, 1] += jaw_drop_px
+    return px
+
+
+def test_box_mask_and_the_open_mouth_hole():
+    m = 32
+    closed, open_ = _mesh(0.0), _mesh(5.0)
+    box = mouth_box(closed, S, m)
+    assert box.dtype == np.int32 and np.all(box >= 0) and np.all(box <= S - m)
+    tri = load_topology().triangles
+    lip_mid = ((open_[UPPER_INNER, :2] + open_[LOWER_INNER, :2]) / 2 - box).astype(int)
+    n_open = mouth_coarse_normals(open_, tri, box, m)
+    n_closed = mouth_coarse_normals(closed, tri, box, m)
+    x, y = lip_mid
+    assert np.all(n_open[y, x] == 0), "no triangle spans the open mouth: the net must see a hole there"
+    assert np.linalg.norm(n_closed[y - 1:y + 2, x]).max() > 0.9
+    np.testing.assert_allclose(np.linalg.norm(n_open[n_open.any(-1)], axis=-1), 1.0, atol=1e-5)
+    own = mouth_region_mask([closed], box, m, grow_px=0.0)
+    both = mouth_region_mask([closed, open_], box, m, grow_px=0.0)
+    grown = mouth_region_mask([closed], box, m, grow_px=2.0)
+    assert own[y, x] and both.sum() > own.sum() and grown.sum() > own.sum() and not grown.all()
+    region = lip_region()
+    lips = (closed[region.indices[region.weights >= 0.5], :2] - box).astype(int)
+    inside = lips[(lips >= 0).all(1) & (lips < m).all(1)]
+    assert own[inside[:, 1], inside[:, 0]].mean() > 0.95
+
+
+def _layers(n: int, rng) -> LayerStack:
+    normals = np.zeros((n, S, S, 3), np.float32)
+    normals[..., 2] = 1.0
+    albedo = rng.uniform(0.3, 0.7, size=(n, S, S, 3)).astype(np.float32)
+    spec = np.full((n, S, S), 0.1, np.float32)
+    return LayerStack(albedo, normals, spec, np.ones((n, S, S), np.float32), albedo, 1.0)
+
+
+def test_train_and_paste(tmp_path):
+    rng = np.random.default_rng(0)
+    meshes = np.stack([_mesh(d) for d in (0.0, 2.0, 4.0, 1.0)])
+    layers = _layers(4, rng)
+    params = MouthParams(widths=(8, 16), steps=8, batch=2, checkpoint_every_s=1e9)
+    samples = build_samples(layers, meshes, load_topology().triangles, S, params)
+    assert samples.mouth_px == 24 and samples.coarse_normals.shape == (4, 24, 24, 3)
+    decomposition = DecompositionModelTorch(DecomposeParams(widths=(8, 16), spec_directions=8))
+    wd = WorkDir(tmp_path)
+    result = train_mouth(wd, samples, decomposition, params, progress=False)
+    assert result.steps_done == 8 and all(np.isfinite(h["total"]) for h in result.loss_history)
+    net, state = load_mouth(wd)
+    assert state["mouth_px"] == 24
+    pasted = paste_mouth(net, layers, meshes, meshes, load_topology().triangles, samples.boxes, 24, samples.grow_px)
+    x, y = samples.boxes[0]
+    outside = np.ones((S, S), bool)
+    outside[y:y + 24, x:x + 24] = False
+    np.testing.assert_array_equal(pasted.albedo[0][outside], layers.albedo[0][outside])
+    assert pasted.blend.shape == (4, 24, 24) and 0 <= pasted.blend.min() and pasted.blend.max() <= 1
+    np.testing.assert_allclose(np.linalg.norm(pasted.normals, axis=-1), 1.0, atol=1e-4)
+
+
+def test_random_lightings_are_plausible():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        lt = random_lighting(rng)
+        assert lt.sh.shape == (9, 3) and lt.dirs.shape == (1, 3) and float(lt.dirs[0, 2]) > 0.1
+        assert torch.all(lt.colours >= 0) and float(lt.sh[0].min()) > 0
