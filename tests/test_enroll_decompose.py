@@ -64,7 +64,7 @@ def _sphere_pool(frames: int = 6) -> tuple[FramePool, np.ndarray]:
 
 
 def _params(steps: int) -> DecomposeParams:
-    return DecomposeParams(widths=(8, 16), work_scale=1, steps=steps, batch=2, spec_directions=16,
+    return DecomposeParams(widths=(8, 16), work_scale=1, steps=steps, batch=2,
                            checkpoint_every_s=1e9)
 
 
@@ -105,7 +105,8 @@ def test_folded_albedo_reproduces_the_frame_under_the_learned_light(tmp_path):
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
     with torch.no_grad():
         f = form_image(t(layers.albedo), t(layers.normals), torch.from_numpy(layers.spec_weight[:, None]),
-                       result.model.lighting(), result.model.shading_net, result.model.spec_dirs, 32.0)
+                       result.model.lighting(), result.model.shading_net,
+                       *result.model.lighting.specular_lights(), 32.0)
     image = SRGB_TO_LINEAR_LUT[crops]
     rendered = f.image.permute(0, 2, 3, 1).numpy()
     lit = (matte > 0.5) & (f.diffuse.min(1).values.numpy() > 0.05)

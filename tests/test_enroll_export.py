@@ -34,7 +34,7 @@ def enrolled(tmp_path_factory):
                log=lambda *_: None)
     wd = WorkDir(root / "work")
     prepared = prepare_video(root / "clip" / "video.mp4", wd, size_px=S, progress=False, min_usable_s=1.0)
-    dparams = DecomposeParams(widths=(8, 16), steps=4, batch=2, spec_directions=8, max_pool_frames=12)
+    dparams = DecomposeParams(widths=(8, 16), steps=4, batch=2, max_pool_frames=12)
     pool = load_pool(prepared, pool_indices(0, prepared.frame_count, dparams.max_pool_frames), dparams.work_scale)
     decomposition = train_decomposition(wd, pool, dparams, progress=False).model
     idx = pool.indices

@@ -81,7 +81,7 @@ def test_train_and_paste(tmp_path):
     params = MouthParams(widths=(8, 16), steps=8, batch=2, checkpoint_every_s=1e9)
     samples = build_samples(layers, meshes, load_topology().triangles, S, params)
     assert samples.mouth_px == 24 and samples.coarse_normals.shape == (4, 24, 24, 3)
-    decomposition = DecompositionModelTorch(DecomposeParams(widths=(8, 16), spec_directions=8))
+    decomposition = DecompositionModelTorch(DecomposeParams(widths=(8, 16)))
     wd = WorkDir(tmp_path)
     result = train_mouth(wd, samples, decomposition, params, progress=False)
     assert result.steps_done == 8 and all(np.isfinite(h["total"]) for h in result.loss_history)

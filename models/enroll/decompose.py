@@ -3,10 +3,10 @@ lighting (ReliTalk eq. 9-18, 21), then compute the idle-loop frames' layers.
 
 The video's lighting is unknown and fixed, so one SH lighting L (9x3) is learned together with the nets:
 
-    I ~= A * (SC(N, S_shad(N, L)) + C_spec * S_spec(N, L))         inside the person matte (face weighted x2)
+    I ~= A * (SC(N, S_shad(N, L)) + C_spec * S_spec(N, key))       inside the person matte (face weighted x2)
 
-with N = normalize(N_coarse + residual). The albedo / lighting split is ambiguous in scale, so L is renormalised
-every step to a fixed mean L00 (the constant term); colour is pinned by a weak prior tying albedo chroma to image
+with N = normalize(N_coarse + residual) and `key` one learned light (direction, colour) for the specular lobe.
+The albedo / lighting split is ambiguous in scale, so L is renormalised every step to a fixed mean L00 (the constant term); colour is pinned by a weak prior tying albedo chroma to image
 chroma. Priors: L1 on the normal residual (the mesh is right unless the image insists), TV + histogram entropy on the
 albedo (few, flat materials: shading variation must go to S), TV on C_spec and the residual, a small L1 on C_spec
 (no specular unless it explains something) and on the shading correction's log-gain (SC is for occlusion /
@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from models.colour import srgb_to_linear
 from models.enroll.losses import histogram_entropy, normal_residual_l1, reconstruction_l1, total_variation
 from models.enroll.nets import DecompositionNet, ShadingCorrection
-from models.enroll.render_torch import fibonacci_directions, sh_specular_lights, shading, specular
+from models.enroll.render_torch import shading, specular
 from models.enroll.workdir import WorkDir
 from models.lighting.sh import constant_sh, project_directional
 
@@ -66,7 +66,7 @@ class DecomposeParams:
     light_warmup_frac: float = 0.3  # the lighting stays at its estimate while the nets settle (first 30 % of steps)
     final_lr_frac: float = 0.1  # cosine decay to this fraction of lr by the last step
     shininess: float = 32.0
-    spec_directions: int = 48  # Fibonacci directions the SH lighting's specular is summed over
+    init_key_specular: float = 0.5  # integrated radiance of the specular key light at the start
     max_pool_frames: int = 400
     # Initial lighting: ambient radiance plus a frontal key slightly above the camera; the ambient's L00 is also the
     # scale every step renormalises L to (the split's scale ambiguity).
@@ -74,13 +74,13 @@ class DecomposeParams:
     init_key: float = 1.75  # integrated radiance of the key light
     init_key_elevation_deg: float = 15.0
     w_face: float = 1.0  # extra reconstruction weight on the face oval (on top of the matte)
-    w_residual: float = 0.05
+    w_residual: float = 0.15
     w_residual_tv: float = 0.05
     w_albedo_tv: float = 0.02
     w_albedo_entropy: float = 0.003
     w_chroma: float = 0.2
     w_spec_tv: float = 0.02
-    w_spec_l1: float = 0.01
+    w_spec_l1: float = 0.002
     w_shading_gain: float = 0.05
     checkpoint_every_s: float = 120.0
     seed: int = 0
@@ -137,15 +137,28 @@ def initial_sh(pool: FramePool, params: DecomposeParams, max_frames: int = 16) -
 
 
 class LearnedLighting(torch.nn.Module):
-    """SH lighting (9, 3) with its mean L00 pinned: the albedo/lighting scale ambiguity is fixed here."""
+    """The video's lighting as the renderer takes it: SH (9, 3) for diffuse shading, with its mean L00 pinned (the
+    albedo/lighting scale ambiguity is fixed here), plus one key light (direction, integrated radiance) for the
+    specular lobe. A lobe summed over the SH's directions would be a broad sheen that a sharp highlight cannot
+    come from, so C_spec would have nothing to explain and the highlights would end up baked into the albedo."""
 
-    def __init__(self, init_sh: np.ndarray):
+    def __init__(self, init_sh: np.ndarray, init_key_specular: float = 0.5):
+        from models.lighting.estimate import dominant_light
+
         super().__init__()
         self.raw = torch.nn.Parameter(torch.as_tensor(init_sh, dtype=torch.float32).clone())
         self.register_buffer("l00_mean", torch.tensor(float(np.mean(init_sh[0]))))
+        dirs, _ = dominant_light(init_sh)
+        key = dirs[0] if len(dirs) else np.array([0.0, 0.0, 1.0], np.float32)
+        self.key_dir = torch.nn.Parameter(torch.as_tensor(key, dtype=torch.float32).clone())
+        self.key_log_rgb = torch.nn.Parameter(torch.full((3,), math.log(init_key_specular)))
 
     def forward(self) -> torch.Tensor:
         return self.raw * (self.l00_mean / self.raw[0].mean())
+
+    def specular_lights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dirs (1, 3) unit, integrated radiance (1, 3))."""
+        return F.normalize(self.key_dir, dim=0)[None], torch.exp(self.key_log_rgb)[None]
 
 
 @dataclass
@@ -158,13 +171,13 @@ class Formation:
     log_gain: torch.Tensor  # the shading correction's log gain (for its prior)
 
 
-def form_image(albedo, normals, spec_weight, sh, shading_net: ShadingCorrection, spec_dirs: torch.Tensor,
-               shininess: float) -> Formation:
+def form_image(albedo, normals, spec_weight, sh, shading_net: ShadingCorrection, light_dirs: torch.Tensor,
+               light_rgb: torch.Tensor, shininess: float) -> Formation:
     # Clamped like models/render.shading: the 9-term irradiance dips below 0 opposite a strong light.
     s_sh = shading(normals, sh).clamp_min(0.0)
     log_gain = shading_net.max_log_gain * torch.tanh(shading_net.mlp(torch.cat([normals, s_sh], dim=1)))
     diffuse = s_sh * torch.exp(log_gain)
-    s_spec = specular(normals, spec_dirs, sh_specular_lights(sh, spec_dirs), shininess)
+    s_spec = specular(normals, light_dirs, light_rgb, shininess)
     return Formation(albedo * (diffuse + spec_weight * s_spec), diffuse, s_spec, log_gain)
 
 
@@ -249,7 +262,8 @@ def _chroma(x: torch.Tensor) -> torch.Tensor:
 def decomposition_losses(batch: Batch, model: DecompositionModelTorch, params: DecomposeParams) -> dict[str, torch.Tensor]:
     normals, residual, albedo, spec_weight = model.net(batch.image, batch.coarse_normals)
     sh = model.lighting()
-    f = form_image(albedo, normals, spec_weight, sh, model.shading_net, model.spec_dirs, params.shininess)
+    f = form_image(albedo, normals, spec_weight, sh, model.shading_net, *model.lighting.specular_lights(),
+                   params.shininess)
     on_person = (batch.matte > 0.5).float()
     # Entropy over every 4th pixel: the histogram of a face does not need all of them and the kernel is (N x bins).
     sub_a, sub_m = albedo[..., ::4, ::4], batch.face[..., ::4, ::4]
@@ -278,8 +292,7 @@ class DecompositionModelTorch(torch.nn.Module):
         super().__init__()
         self.net = DecompositionNet(widths=tuple(params.widths))  # work_scale 1: it trains on downsampled frames
         self.shading_net = ShadingCorrection()
-        self.lighting = LearnedLighting(frontal_sh(params) if init_sh is None else init_sh)
-        self.register_buffer("spec_dirs", fibonacci_directions(params.spec_directions), persistent=False)
+        self.lighting = LearnedLighting(frontal_sh(params) if init_sh is None else init_sh, params.init_key_specular)
         self.shininess = params.shininess
         self.work_scale = params.work_scale
 
@@ -294,10 +307,10 @@ class DecompositionModelTorch(torch.nn.Module):
             return self.lighting().numpy().astype(np.float32)
 
     def specular_lights(self) -> tuple[np.ndarray, np.ndarray]:
-        """The learned lighting as (dirs (K, 3), integrated radiance (K, 3)): what the specular term was trained with."""
+        """The learned specular key light as (dirs (1, 3), integrated radiance (1, 3)), float32."""
         with torch.no_grad():
-            rgb = sh_specular_lights(self.lighting(), self.spec_dirs)
-        return self.spec_dirs.numpy().copy(), rgb.numpy().astype(np.float32)
+            dirs, rgb = self.lighting.specular_lights()
+        return dirs.numpy().astype(np.float32), rgb.numpy().astype(np.float32)
 
 
 def _make_optimizer(model: DecompositionModelTorch, params: DecomposeParams) -> torch.optim.Optimizer:
@@ -487,8 +500,8 @@ def frame_layers(model: DecompositionModelTorch, crops: np.ndarray, coarse_norma
             normals, _, albedo, spec_weight = net(image, cn)
             albedo_out = albedo
             if fold_residual:
-                f = form_image(torch.ones_like(albedo), normals, spec_weight, sh, model.shading_net, model.spec_dirs,
-                               model.shininess)
+                f = form_image(torch.ones_like(albedo), normals, spec_weight, sh, model.shading_net,
+                               *model.lighting.specular_lights(), model.shininess)
                 denom = f.image  # S_diffuse + C_spec S_spec
                 folded = (image / denom.clamp_min(min_shading)).clamp(0.0, 1.0)
                 albedo_out = torch.where(denom > min_shading, folded, albedo)

@@ -1,0 +1,251 @@
+"""Relighting quality of the enrollment decomposition (+ mouth net) on a `relitcam synth` clip with exact ground truth.
+
+    python scripts/eval_relight_synth.py --synth /tmp/synth60 --workdir /tmp/enr_synth60 --out /tmp/relight60.json
+
+1. prepare the clip's own-lighting video (models/enroll/prepare; reused when done);
+2. train the decomposition and the mouth net on the first `--train-frac` of the frames (resumed when checkpointed);
+3. on every `--every`-th held-out frame: run the decomposition net on the frame (its own mesh's coarse normals, its own
+   image: pose and upper face come from the reference frames live too), relight the layers under each of the synth
+   set's other lightings and compare with that lighting's video, cut to the same crop. Face-oval PSNR / SSIM on
+   8-bit sRGB. Variants: `folded` (albedo with the frame's residual folded in, what the idle loop stores), `net`
+   (the net's own albedo), `folded+mouth` (folded, then the mouth net regenerates the mouth box from the frame's
+   own mesh, as live with the frame as idle frame and its own lips as the driven ones).
+   One per-channel gain over the whole evaluation (all frames, all lightings) absorbs the albedo / light scale
+   ambiguity, fitted by least squares in linear light on the face pixels; it is reported.
+4. normals: mean angular error (degrees) in the face oval of the refined normals and of the coarse mesh normals
+   against the ground-truth normals.
+
+Writes the JSON report and a contact sheet (rows: lightings; columns: ground truth / folded / net for a few frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.colour import linear_to_srgb, srgb_to_linear  # noqa: E402
+from models.enroll.decompose import (  # noqa: E402
+    DecomposeParams, decompose_prepared, load_model, load_pool, pool_indices, train_decomposition)
+from models.enroll.mouth import (  # noqa: E402
+    MouthParams, TorchLighting, build_samples, load_mouth, mouth_box, paste_mouth, relight, train_mouth)
+from models.enroll.prepare import crop_rect, load_prepared, prepare_video  # noqa: E402
+from models.enroll.workdir import WorkDir  # noqa: E402
+from models.face.crop import sample_crop  # noqa: E402
+from models.face.resources import load_topology  # noqa: E402
+from models.lighting.files import load_lighting  # noqa: E402
+from models.metrics.image import psnr_db, ssim  # noqa: E402
+from models.synth.gt_store import decode_map, read_lossless_video  # noqa: E402
+
+
+def _frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """Decode only the wanted frame numbers of a video (uint8 RGB), streaming."""
+    out = {}
+    last = max(wanted)
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i in wanted:
+                out[i] = f.to_ndarray(format="rgb24")
+            if i >= last:
+                break
+    return out
+
+
+def _crop(image: np.ndarray, affine: np.ndarray, s: int) -> np.ndarray:
+    return sample_crop(image, crop_rect(affine, s), s, s)
+
+
+def _to8(linear: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(linear_to_srgb(linear) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _angles_deg(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    cos = np.clip((a * b).sum(-1), -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos))[mask].mean())
+
+
+def _relit(layers_albedo, layers_normals, layers_spec, lighting, shading_net, shininess) -> np.ndarray:
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32)[None].transpose(0, 3, 1, 2)))  # noqa
+    tl = TorchLighting(torch.from_numpy(lighting.sh_coeffs), torch.from_numpy(lighting.light_dirs),
+                       torch.from_numpy(lighting.light_colours))
+    with torch.no_grad():
+        out = relight(t(layers_albedo), t(layers_normals), t(layers_spec[..., None]), tl, shading_net, shininess)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--synth", type=Path, required=True)
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--train-frac", type=float, default=0.8)
+    ap.add_argument("--every", type=int, default=10, help="evaluate every n-th held-out frame")
+    ap.add_argument("--decompose-steps", type=int, default=DecomposeParams.steps)
+    ap.add_argument("--mouth-steps", type=int, default=MouthParams.steps)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True, help="JSON report; the contact sheet goes next to it (.png)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+
+    wd = WorkDir(args.workdir)
+    prepared = prepare_video(args.synth / "video.mp4", wd, size_px=args.size, progress=True)
+    s, n = prepared.size_px, prepared.frame_count
+    n_train = int(args.train_frac * n)
+    timings = {"prepare_s": time.perf_counter() - t0}
+
+    dparams = DecomposeParams(steps=args.decompose_steps)
+    t = time.perf_counter()
+    pool = load_pool(prepared, pool_indices(0, n_train, dparams.max_pool_frames), dparams.work_scale)
+    timings["pool_s"] = time.perf_counter() - t
+    try:
+        decomposition, dec_state = load_model(wd)
+        if dec_state["params"] != dparams.to_json():
+            raise ValueError("other params")
+    except ValueError:
+        train_decomposition(wd, pool, dparams)
+        decomposition, dec_state = load_model(wd)
+    timings["decompose_train_s"] = float(dec_state["elapsed_s"])
+
+    mparams = MouthParams(steps=args.mouth_steps)
+    topo = load_topology()
+    t = time.perf_counter()
+    train_idx = pool.indices
+    train_layers = decompose_prepared(decomposition, prepared, train_idx, fold_residual=True)
+    samples = build_samples(train_layers, prepared.landmarks_px[train_idx], topo.triangles, s, mparams)
+    del train_layers
+    timings["mouth_samples_s"] = time.perf_counter() - t
+    try:
+        mouth, mouth_state = load_mouth(wd)
+        if mouth_state["params"] != mparams.to_json():
+            raise ValueError("other params")
+    except ValueError:
+        train_mouth(wd, samples, decomposition, mparams)
+        mouth, mouth_state = load_mouth(wd)
+    timings["mouth_train_s"] = float(mouth_state["elapsed_s"])
+
+    # ---------------------------------------------------------------------------------------- evaluation frames
+    eval_pos = np.arange(n_train, n, args.every)
+    src = prepared.source_frame_index[eval_pos]
+    t = time.perf_counter()
+    folded = decompose_prepared(decomposition, prepared, eval_pos, fold_residual=True)
+    net_albedo = folded.albedo_net
+    lms = prepared.landmarks_px[eval_pos]
+    m = samples.mouth_px
+    boxes = np.stack([mouth_box(lm, s, m, mparams.box_center_down_frac) for lm in lms])
+    with_mouth = paste_mouth(mouth, folded, lms, lms, topo.triangles, boxes, m, samples.grow_px)
+    timings["eval_layers_s"] = time.perf_counter() - t
+    face = prepared.masks(eval_pos)["face"]
+    coarse = np.stack([prepared._read("normals", int(i)) for i in eval_pos]).astype(np.float32)
+
+    manifest = json.loads((args.synth / "manifest.json").read_text())
+    names = [k for k in manifest["videos"] if k != "clip"]
+    wanted = set(int(i) for i in src)
+    gt_crops: dict[str, np.ndarray] = {}
+    for name in names:
+        frames = _frames_of(args.synth / manifest["videos"][name], wanted)
+        gt_crops[name] = np.stack([
+            np.clip(np.rint(_crop(frames[int(i)], prepared.image_to_crop[p], s)), 0, 255).astype(np.uint8)
+            for p, i in zip(eval_pos, src)])
+
+    # Ground-truth normals, cut like the crops and turned into the crop frame (the crop may be rolled).
+    gt_codes = read_lossless_video(args.synth / "gt" / "normals.mkv", 0, int(src.max()) + 1)
+    gt_normals = []
+    for p, i in zip(eval_pos, src):
+        nrm = _crop(decode_map("normals", gt_codes[int(i)]), prepared.image_to_crop[p], s)
+        a = crop_rect(prepared.image_to_crop[p], s).angle_rad
+        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        nrm[..., :2] = nrm[..., :2] @ rot.T
+        gt_normals.append(nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-6))
+    del gt_codes
+    gt_normals = np.stack(gt_normals)
+
+    # ------------------------------------------------------------------------------------------------- relight
+    lightings = {name: load_lighting(args.synth / manifest["lightings"][name]) for name in names}
+    sc = decomposition.shading_net
+    variants = {
+        "folded": (folded.albedo, folded.normals, folded.spec_weight, sc),
+        "net": (net_albedo, folded.normals, folded.spec_weight, sc),
+        "folded+mouth": (with_mouth.albedo, with_mouth.normals, with_mouth.spec_weight, sc),
+        "folded_no_shading_net": (folded.albedo, folded.normals, folded.spec_weight, None),
+    }
+    preds = {v: {name: np.stack([_relit(a[k], nn[k], c[k], lightings[name], net, decomposition.shininess)
+                                 for k in range(eval_pos.size)]) for name in names}
+             for v, (a, nn, c, net) in variants.items()}
+
+    report = {"synth": str(args.synth), "frames": n, "train_frames": n_train, "eval_frames": int(eval_pos.size),
+              "size_px": s, "lightings": names, "timings_s": timings, "variants": {}}
+    for v, per_light in preds.items():
+        # One per-channel gain over everything (scale ambiguity of albedo x lighting).
+        num = np.zeros(3)
+        den = np.zeros(3)
+        for name in names:
+            gt_lin = srgb_to_linear(gt_crops[name] / 255.0)
+            num += (per_light[name] * gt_lin)[face].sum(0)
+            den += (per_light[name] ** 2)[face].sum(0)
+        gain = num / np.maximum(den, 1e-9)
+        rows = {}
+        for name in names:
+            ps, ss = [], []
+            for k in range(eval_pos.size):
+                pred8 = _to8(per_light[name][k] * gain)
+                ps.append(psnr_db(pred8, gt_crops[name][k], face[k]))
+                ss.append(ssim(pred8, gt_crops[name][k], face[k]))
+            rows[name] = {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+        report["variants"][v] = {
+            "gain_rgb": gain.tolist(),
+            "psnr_db": float(np.mean([r["psnr_db"] for r in rows.values()])),
+            "ssim": float(np.mean([r["ssim"] for r in rows.values()])),
+            "per_lighting": rows,
+        }
+    report["normals_deg"] = {
+        "refined": float(np.mean([_angles_deg(folded.normals[k], gt_normals[k], face[k]) for k in range(len(face))])),
+        "coarse_mesh": float(np.mean([_angles_deg(coarse[k], gt_normals[k], face[k]) for k in range(len(face))])),
+    }
+    report["learned_sh"] = decomposition.sh_coeffs().tolist()
+    report["clip_sh"] = load_lighting(args.synth / manifest["lightings"]["clip"]).sh_coeffs.tolist()
+    report["folded_fraction"] = folded.folded_fraction
+    report["timings_s"]["total_s"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    _sheet(args.out.with_suffix(".png"), names, gt_crops, preds, report)
+    print(json.dumps({v: {k: r[k] for k in ("psnr_db", "ssim", "gain_rgb")} for v, r in report["variants"].items()},
+                     indent=1))
+    print("normals_deg", report["normals_deg"], "timings", {k: round(v, 1) for k, v in timings.items()})
+    return 0
+
+
+def _sheet(path: Path, names: list[str], gt: dict, preds: dict, report: dict, frames: int = 3) -> None:
+    """Rows: lightings; per frame three columns: ground truth, folded (+mouth), net albedo."""
+    from PIL import Image, ImageDraw
+
+    n_eval = next(iter(gt.values())).shape[0]
+    pick = np.linspace(0, n_eval - 1, min(frames, n_eval)).round().astype(int)
+    s = next(iter(gt.values())).shape[1]
+    cols = [("GT", None), ("folded+mouth", "folded+mouth"), ("net albedo", "net")]
+    sheet = Image.new("RGB", (len(pick) * len(cols) * s, len(names) * s + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, k in enumerate(pick):
+        for c, (label, variant) in enumerate(cols):
+            x = (j * len(cols) + c) * s
+            draw.text((x + 4, 4), label, fill="black")
+            for r, name in enumerate(names):
+                if variant is None:
+                    img = gt[name][k]
+                else:
+                    img = _to8(preds[variant][name][k] * np.asarray(report["variants"][variant]["gain_rgb"]))
+                sheet.paste(Image.fromarray(img), (x, 20 + r * s))
+    sheet.save(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
