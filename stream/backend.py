@@ -176,8 +176,20 @@ def _onnxruntime_available() -> bool:
     return "CPUExecutionProvider" in ort.get_available_providers()
 
 
-# name -> (is it usable on this machine, factory(bundle, **options)); CUDA backends add themselves here.
+def _lazy(module: str, attr: str) -> Callable:
+    # CUDA backends are imported only when asked for, so a CPU install never imports tensorrt, cupy or torch.cuda.
+    def call(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    return call
+
+
+# name -> (is it usable on this machine, factory(bundle, **options)), in order of preference.
 _FACTORIES: dict[str, tuple[Callable[[], bool], Callable[..., Backend]]] = {
+    "tensorrt": (_lazy("trt_engines.backend", "tensorrt_usable"), _lazy("trt_engines.backend", "TensorRTBackend")),
+    "torch-cuda": (_lazy("stream.torch_backend", "torch_cuda_usable"), _lazy("stream.torch_backend", "TorchBackend")),
     "onnxruntime": (_onnxruntime_available, OnnxRuntimeBackend),
 }
 
