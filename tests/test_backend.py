@@ -72,8 +72,11 @@ def test_wrong_names_and_shapes_are_named(fixture):
 
 def test_backend_registry():
     assert "onnxruntime" in available_backends()
-    with pytest.raises(BackendError, match="unknown backend 'tensorrt'.*usable here: \\['onnxruntime'"):
+    # tensorrt is known but cannot start without a GPU; a made-up name is unknown. Both list what can run here.
+    with pytest.raises(BackendError, match="backend 'tensorrt' cannot run on this machine; usable here: \\['onnxruntime'"):
         create_backend("tensorrt", None)
+    with pytest.raises(BackendError, match="unknown backend 'nonsense'.*usable here: \\['onnxruntime'"):
+        create_backend("nonsense", None)
 
 
 def test_damaged_onnx_is_a_backend_error(fixture, tmp_path):

@@ -32,10 +32,6 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_AVATARS_DIR = Path(os.environ.get("XDG_DATA_HOME", "~/.local/share")) / "relitcam" / "avatars"
 
 
-class StageUnavailable(RuntimeError):
-    """A stage's training code is not in this build; the message names the module."""
-
-
 @dataclass(frozen=True)
 class EnrollOptions:
     video: Path
@@ -214,19 +210,52 @@ def _decompose(run: EnrollRun) -> None:
                                 rec.extra.get("final_losses", {}).get("recon")}
 
 
-def _module_stage(module: str, stage: str) -> Callable[[EnrollRun], None]:
-    """A stage whose training lives in `models.enroll.<module>`, wired when that module lands."""
+def _mouth(run: EnrollRun) -> None:
+    from models.enroll.decompose import pool_indices
+    from models.enroll.mouth import MODEL_FILE, MouthParams, load_mouth, train_mouth, train_samples_from_model
+    from models.face.resources import load_topology
 
-    def run_stage(run: EnrollRun) -> None:
-        import importlib.util
+    params = MouthParams()
+    prepared, wd = run.values["prepared"], run.workdir
+    n_train = max(1, int(round(run.options.train_fraction * prepared.frame_count)))
 
-        if importlib.util.find_spec(f"models.enroll.{module}") is None:
-            raise StageUnavailable(f"enrollment stage {stage!r} is not in this build (models/enroll/{module}.py "
-                                   "is missing); the stages before it are saved in the work folder")
-        raise StageUnavailable(f"enrollment stage {stage!r}: models/enroll/{module}.py exists but is not wired into "
-                               "models/enroll/enroll.py yet")
+    def work():
+        idx = pool_indices(0, n_train, 400)
+        coarse = prepared.coarse_normals(idx)
+        samples = train_samples_from_model(run.values["decomposition"], prepared.crops(idx), coarse,
+                                           prepared.person_matte(idx), prepared.landmarks_px[idx],
+                                           load_topology().triangles, params)
+        result = train_mouth(wd, samples, run.values["decomposition"], params, resume=run.options.resume,
+                             progress=run.options.progress)
+        if result.steps_done < params.steps:
+            raise RuntimeError(f"mouth training stopped at step {result.steps_done} of {params.steps}")
+        final = result.loss_history[-1] if result.loss_history else {}
+        return [MODEL_FILE], {"steps": result.steps_done, "train_s": round(result.elapsed_s, 1),
+                    "final_losses": {k: round(float(v), 5) for k, v in final.items()}}
 
-    return run_stage
+    rec, _ = wd.run_stage("mouth", {"decompose": wd.record("decompose").key},
+                          {**params.to_json(), "train_frames": n_train}, work)
+    load_mouth(wd)  # fails clearly here, not at export, if the checkpoint is unusable
+    run.figures["mouth"] = {"train_s": rec.extra.get("train_s"),
+                            "final_relit_l1": rec.extra.get("final_losses", {}).get("relit")}
+
+
+def _export(run: EnrollRun) -> None:
+    from models.enroll.a2e import export_a2e_onnx
+    from models.enroll.export import AudioToExpressionNet, bundle_summary, export_bundle
+
+    wd, chain = run.workdir, run.values["a2e_chain"]
+    a2e_path = wd.path("a2e", "audio_to_expression.onnx")
+    a2e_path.parent.mkdir(parents=True, exist_ok=True)
+    export_a2e_onnx(chain, a2e_path)
+    config = chain.encoder.config
+    a2e = AudioToExpressionNet(a2e_path, mel_past_frames=config.past_frames,
+                               mel_lookahead_frames=config.lookahead_frames)
+    report = export_bundle(wd, run.options.bundle_path, run.options.name, a2e=a2e, expression=run.values["space"],
+                           idle_loop=run.values["loop"], metrics={k: v for k, v in run.figures.items()},
+                           facts={"video": str(run.options.video), "size_px": run.options.size_px})
+    run.say(bundle_summary(report))
+    run.figures["export"] = {"bundle_mb": round(report.bytes_total / 2**20, 1), "idle_frames": report.idle_frames}
 
 
 STAGES: tuple[Stage, ...] = (
@@ -234,8 +263,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("expression", "lip expression space and idle loop", _expression),
     Stage("a2e", "personal audio-to-expression head", _a2e),
     Stage("decompose", "albedo / normals / specular decomposition and lighting", _decompose),
-    Stage("mouth", "mouth renderer and blend", _module_stage("mouth", "mouth")),
-    Stage("export", "ONNX nets + idle layers -> avatar bundle", _module_stage("export", "export")),
+    Stage("mouth", "mouth renderer and blend", _mouth),
+    Stage("export", "ONNX nets + idle layers -> avatar bundle", _export),
 )
 
 

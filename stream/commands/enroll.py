@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from models.enroll.enroll import EnrollOptions, StageUnavailable, enroll
+    from models.enroll.enroll import EnrollOptions, enroll
 
     args = build_parser().parse_args(argv)
     try:
@@ -42,9 +42,6 @@ def main(argv: list[str]) -> int:
         raise UserError(str(e)) from None
     try:
         result = enroll(options)
-    except StageUnavailable as e:
-        print(f"relitcam enroll: {e}", file=sys.stderr)
-        return 3
     except KeyboardInterrupt:
         print("relitcam enroll: interrupted; run the same command with --resume to continue", file=sys.stderr)
         return 130
