@@ -38,7 +38,7 @@ from models.enroll.decompose import (  # noqa: E402
     DecomposeParams, decompose_prepared, load_model, load_pool, pool_indices, train_decomposition)
 from models.enroll.mouth import (  # noqa: E402
     MouthParams, TorchLighting, build_samples, load_mouth, mouth_box, paste_mouth, relight, train_mouth)
-from models.enroll.prepare import crop_rect, load_prepared, prepare_video  # noqa: E402
+from models.enroll.prepare import crop_rect, prepare_video  # noqa: E402
 from models.enroll.workdir import WorkDir  # noqa: E402
 from models.face.crop import sample_crop  # noqa: E402
 from models.face.resources import load_topology  # noqa: E402

@@ -3,7 +3,6 @@ figures, and finished stages are reused."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
