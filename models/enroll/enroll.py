@@ -253,6 +253,8 @@ def _export(run: EnrollRun) -> None:
                                mel_lookahead_frames=config.lookahead_frames)
     report = export_bundle(wd, run.options.bundle_path, run.options.name, a2e=a2e, expression=run.values["space"],
                            idle_loop=run.values["loop"], metrics={k: v for k, v in run.figures.items()},
+                           # 28 MiB = 29.4 MB: under the 30 MB a bundle may take in the repository, either unit.
+                           max_bundle_mb=28.0,
                            facts={"video": str(run.options.video), "size_px": run.options.size_px})
     run.say(bundle_summary(report))
     run.figures["export"] = {"bundle_mb": round(report.bytes_total / 2**20, 1), "idle_frames": report.idle_frames}
