@@ -33,10 +33,10 @@ HAS_MIC := from stream.mic import open_portaudio, list_input_devices; import sys
 
 run: setup
 	@if $(VPY) -c "$(HAS_MIC)" 2>/dev/null; then \
-	  $(RELITCAM) run; \
+	  $(RELITCAM) run --web --mp4 out/relitcam.mp4; \
 	else \
 	  echo "no microphone found: the avatar speaks $(SPEECH_SAMPLE) on a loop"; \
-	  $(RELITCAM) run --source file --audio $(SPEECH_SAMPLE) --loop; \
+	  $(RELITCAM) run --source file --audio $(SPEECH_SAMPLE) --loop --web --mp4 out/relitcam.mp4; \
 	fi
 
 test: setup
