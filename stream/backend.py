@@ -72,7 +72,33 @@ def default_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-class OnnxRuntimeBackend:
+class NetTable:
+    """The per-net input/output specs every backend keeps, and the lookups the Backend protocol asks of them.
+
+    A subclass fills `self._inputs[net]` and `self._outputs[net]` as it loads each net.
+    """
+
+    name: str
+    _inputs: dict[str, tuple[TensorSpec, ...]]
+    _outputs: dict[str, tuple[TensorSpec, ...]]
+
+    def net_names(self) -> tuple[str, ...]:
+        return tuple(self._inputs)
+
+    def _check_net(self, net: str) -> None:
+        if net not in self._inputs:
+            raise BackendError(f"backend {self.name} has no net {net!r}; loaded nets: {sorted(self._inputs)}")
+
+    def inputs(self, net: str) -> tuple[TensorSpec, ...]:
+        self._check_net(net)
+        return self._inputs[net]
+
+    def outputs(self, net: str) -> tuple[TensorSpec, ...]:
+        self._check_net(net)
+        return self._outputs[net]
+
+
+class OnnxRuntimeBackend(NetTable):
     """One ONNX Runtime CPU session per net of `bundle`, all graph optimisations on.
 
     threads: intra-op threads for every net (default `default_threads()`); `threads_per_net` overrides single nets
@@ -124,21 +150,6 @@ class OnnxRuntimeBackend:
             self._inputs[net] = tuple(_spec_of(a) for a in session.get_inputs())
             self._outputs[net] = tuple(_spec_of(a) for a in session.get_outputs())
         self._output_names = {net: [o.name for o in outs] for net, outs in self._outputs.items()}
-
-    def net_names(self) -> tuple[str, ...]:
-        return tuple(self._sessions)
-
-    def _check_net(self, net: str) -> None:
-        if net not in self._sessions:
-            raise BackendError(f"backend {self.name} has no net {net!r}; loaded nets: {sorted(self._sessions)}")
-
-    def inputs(self, net: str) -> tuple[TensorSpec, ...]:
-        self._check_net(net)
-        return self._inputs[net]
-
-    def outputs(self, net: str) -> tuple[TensorSpec, ...]:
-        self._check_net(net)
-        return self._outputs[net]
 
     def run(self, net: str, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         self._check_net(net)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from models.bundle import AvatarBundle
-from stream.backend import BackendError, TensorSpec
+from stream.backend import BackendError, NetTable, TensorSpec
 
 FORMAT = "relitcam-torch-net"
 VERSION = 1
@@ -118,7 +118,7 @@ def _specs(shapes: Mapping[str, list[int]]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(n, tuple(None if d < 0 else int(d) for d in s), "float32") for n, s in shapes.items())
 
 
-class TorchBackend:
+class TorchBackend(NetTable):
     """Backend protocol over torch modules; see the module doc. device: "cuda" (default) or "cpu"."""
 
     def __init__(self, bundle: AvatarBundle, threads: int | None = None, *, nets: Iterable[str] | None = None,
@@ -155,21 +155,6 @@ class TorchBackend:
             self._modules[net] = module
             self._inputs[net] = _specs(bundle.nets[net].inputs)
             self._outputs[net] = _specs(bundle.nets[net].outputs)
-
-    def net_names(self) -> tuple[str, ...]:
-        return tuple(self._modules)
-
-    def _check_net(self, net: str) -> None:
-        if net not in self._modules:
-            raise BackendError(f"backend {self.name} has no net {net!r}; loaded nets: {sorted(self._modules)}")
-
-    def inputs(self, net: str) -> tuple[TensorSpec, ...]:
-        self._check_net(net)
-        return self._inputs[net]
-
-    def outputs(self, net: str) -> tuple[TensorSpec, ...]:
-        self._check_net(net)
-        return self._outputs[net]
 
     def _to_torch(self, net: str, name: str, value):
         torch = self._torch

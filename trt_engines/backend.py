@@ -17,7 +17,7 @@ import numpy as np
 
 from calibration.data import CalibrationData
 from models.bundle import AvatarBundle
-from stream.backend import BackendError, TensorSpec
+from stream.backend import BackendError, NetTable, TensorSpec
 from trt_engines.api import TrtApi, load_trt
 from trt_engines.cache import EngineCache
 from trt_engines.device import current_gpu
@@ -34,7 +34,7 @@ def default_fixed_dims(bundle: AvatarBundle, net: str) -> dict[str, list[int]] |
     return {name: [shape[1], s, s] for name, shape in bundle.nets[net].inputs.items()}
 
 
-class TensorRTBackend:
+class TensorRTBackend(NetTable):
     name = "tensorrt"
     device = "cuda"
 
@@ -102,21 +102,6 @@ class TensorRTBackend:
             got = runner.run(sample)
             out.append({k: v.get() for k, v in got.items()})
         return out
-
-    def net_names(self) -> tuple[str, ...]:
-        return tuple(self._runners)
-
-    def _check_net(self, net: str) -> None:
-        if net not in self._runners:
-            raise BackendError(f"backend {self.name} has no net {net!r}; loaded nets: {sorted(self._runners)}")
-
-    def inputs(self, net: str) -> tuple[TensorSpec, ...]:
-        self._check_net(net)
-        return self._inputs[net]
-
-    def outputs(self, net: str) -> tuple[TensorSpec, ...]:
-        self._check_net(net)
-        return self._outputs[net]
 
     def run(self, net: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         self._check_net(net)
