@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from skimage import data, transform
 
+from face_warps import open_mouth
 from models.enroll.expression import (
     ExpressionSpace,
     fit_expression_space,
@@ -22,22 +23,6 @@ from models.enroll.expression import (
 )
 from models.face import FaceDetector, FaceMesh, HeadPose, load_canonical_face, load_topology, roi_from_detection
 from models.face.mesh import roi_from_landmarks
-
-
-def open_mouth(image: np.ndarray, p: np.ndarray, drop_px: float) -> np.ndarray:
-    """Pull everything below the inner-lip line down by up to drop_px (most at the mouth centre, fading toward the
-    corners and the chin) and paint the opened band a dark mouth-interior colour."""
-    h, w = image.shape[:2]
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    lip_y = (p[13, 1] + p[14, 1]) / 2
-    cx, half = (p[61, 0] + p[291, 0]) / 2, (p[291, 0] - p[61, 0]) / 2
-    across = np.clip(1 - ((x - cx) / half) ** 2, 0, 1)
-    below = y - lip_y
-    fade = np.clip(1 - (below - drop_px) / (3 * drop_px + 1), 0, 1)
-    shift = drop_px * across * fade * (below > 0)
-    out = image[np.clip(np.rint(y - shift), 0, h - 1).astype(int), x.astype(int)]
-    out[(below > 0) & (below < shift)] = (60, 25, 30)
-    return out
 
 
 def _moved(image: np.ndarray, dx: float, dy: float, roll_deg: float) -> np.ndarray:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from skimage import data
 
+from face_warps import open_mouth
 from models.face import (
     FaceDetector,
     FaceLandmarks,
@@ -43,22 +44,6 @@ def detection(astronaut):
 def landmarks(astronaut, mesh, detection):
     first = mesh.landmarks(astronaut, roi_from_detection(detection))
     return mesh.landmarks(astronaut, roi_from_landmarks(first.points_px))
-
-
-def open_mouth(image: np.ndarray, p: np.ndarray, drop_px: float) -> np.ndarray:
-    """Pull everything below the inner-lip line down by up to drop_px (most at the mouth centre, fading toward
-    the corners and the chin) and paint the opened band a dark mouth-interior colour."""
-    h, w = image.shape[:2]
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    lip_y = (p[13, 1] + p[14, 1]) / 2
-    cx, half = (p[61, 0] + p[291, 0]) / 2, (p[291, 0] - p[61, 0]) / 2
-    across = np.clip(1 - ((x - cx) / half) ** 2, 0, 1)
-    below = y - lip_y
-    fade = np.clip(1 - (below - drop_px) / (3 * drop_px + 1), 0, 1)
-    shift = drop_px * across * fade * (below > 0)
-    out = image[np.clip(np.rint(y - shift), 0, h - 1).astype(int), x.astype(int)]
-    out[(below > 0) & (below < shift)] = (60, 25, 30)
-    return out
 
 
 def test_landmarks_land_on_the_face(landmarks, detection):

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from models.enroll.workdir import atomic_write_bytes
 
 KEY_VERSION = 1  # bump when the meaning of a key field changes
 
@@ -104,8 +105,8 @@ class EngineCache:
         self.root.mkdir(parents=True, exist_ok=True)
         engine, meta = self.paths(key)
         record = {"key": asdict(key), "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(), **(extra or {})}
-        _atomic_write(engine, engine_bytes)
-        _atomic_write(meta, json.dumps(record, indent=1).encode())
+        atomic_write_bytes(engine, engine_bytes)
+        atomic_write_bytes(meta, json.dumps(record, indent=1).encode())
         return engine
 
     def stale_engines(self, key: EngineKey) -> list[tuple[Path, list[str]]]:
@@ -126,14 +127,3 @@ class EngineCache:
                 continue
             out.append((meta.with_suffix(".engine"), key.mismatch(other)))
         return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
