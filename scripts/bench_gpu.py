@@ -94,25 +94,26 @@ def _bench_bundle(bundle_path: Path, repeats: int, max_batch: int) -> dict:
     from models.lighting.lighting import Lighting
     from stream.backend import create_backend
     from stream.compose import fit_avatar
+    from stream.bundle_renderer import fade_crop_edges
     from stream.gpu_compose import FusedComposer, IdleFrameU8, MouthPatch
     from trt_engines.profile import BatchProfile
 
     bundle = load_bundle(bundle_path)
     s, m = bundle.size_px, int(bundle.info["mouth_px"])
     a = bundle.arrays
-    idle = IdleFrameU8(*(cp.asarray(a[k][0]) for k in ("idle_albedo", "idle_normals", "idle_spec_weight",
-                                                        "idle_matte")))
+    idle = IdleFrameU8(*(cp.asarray(a[k][0]) for k in ("idle_albedo", "idle_normals", "idle_spec_weight")),
+                       cp.asarray(fade_crop_edges(a["idle_matte"][:1])[0]))
     placement = fit_avatar((s, s), CANVAS_PX)
     composer = FusedComposer(s, CANVAS_PX, placement)
     bg = np.full((CANVAS_PX[1], CANVAS_PX[0], 3), 90, np.uint8)
-    bg_srgb, bg_lin = cp.asarray(bg), cp.full(bg.shape, 0.1, cp.float32)
+    bg_srgb = cp.asarray(bg)
     lighting = Lighting(sh_coeffs=bundle.sh_coeffs, light_dirs=[[0.4, 0.3, 1.0]], light_colours=[[1.5, 1.4, 1.2]])
     shininess = float(bundle.info["shininess"])
     box = [int(v) for v in a["idle_mouth_box"][0]]
 
     def compose(out):
         patch = MouthPatch(out["albedo"][0], out["normals"][0], out["spec_weight"][0, 0], out["blend"][0, 0], *box)
-        composer.process(idle, patch, lighting, shininess, bg_srgb, bg_lin)
+        composer.process(idle, patch, lighting, shininess, bg_srgb)
 
     results = []
     for name, precision, options in _backend_configs():

@@ -281,6 +281,21 @@ def _mouth_geometry(bundle: AvatarBundle) -> MouthGeometry:
     )
 
 
+CROP_EDGE_FADE_FRAC = 0.06
+
+
+def fade_crop_edges(matte_u8: np.ndarray, frac: float = CROP_EDGE_FADE_FRAC) -> np.ndarray:
+    """(N, S, S) uint8 mattes faded to 0 over `frac` of the crop at its left, right and top edges.
+
+    The crop cuts shoulders and hair with straight lines; scaled up on a canvas those read as the edge of a box.
+    The bottom edge is kept: the body goes on below the canvas."""
+    s = matte_u8.shape[-1]
+    ramp = np.clip((np.arange(s) + 0.5) / max(frac * s, 1.0), 0.0, 1.0)
+    across = np.minimum(ramp, ramp[::-1])
+    window = ramp[:, None] * across[None, :]
+    return np.round(matte_u8 * window).astype(np.uint8)
+
+
 class BundleRenderer:
     """AvatarRenderer over an avatar bundle folder; nets run on `backend` ("onnxruntime", see stream/backend.py).
 
@@ -323,7 +338,8 @@ class BundleRenderer:
 
         a = bundle.arrays
         self._albedo_u8, self._normals_u8 = a["idle_albedo"], a["idle_normals"]
-        self._spec_u8, self._matte_u8 = a["idle_spec_weight"], a["idle_matte"]
+        self._spec_u8 = a["idle_spec_weight"]
+        self.idle_matte = fade_crop_edges(a["idle_matte"])
         self._box = a["idle_mouth_box"].astype(np.int64)
         codes = np.arange(256, dtype=np.float32)
         self._srgb_lut = srgb_to_linear(codes / 255.0)
@@ -380,7 +396,7 @@ class BundleRenderer:
             albedo=self._srgb_lut[self._albedo_u8[i]],
             normals=n,
             spec_weight=self._unit_lut[self._spec_u8[i]],
-            matte=self._unit_lut[self._matte_u8[i]],
+            matte=self._unit_lut[self.idle_matte[i]],
         )
 
     def driven_vertices(self, i: int, coeffs: np.ndarray) -> np.ndarray:

@@ -2,13 +2,16 @@
 RGB -> I420 / NV12, all on the GPU; plus the NumPy reference it must equal, and the NumPy RGB -> YUV conversion.
 
 Per output pixel (one thread per 2x2 canvas block, so chroma is averaged without a second pass):
-  inside the avatar's placement (nearest-neighbour index maps when the crop is shrunk, as stream/compose.py):
+  inside the avatar's placement, the four crop texels of its bilinear footprint (stream/compose.resample_axis maps),
+  each:
     idle frame i's uint8 layers decoded (sRGB table for albedo, n*127.5+127.5 normals renormalised, C_spec, matte);
     in the mouth box: albedo, normals, C_spec pulled toward the mouth net's outputs by its `blend` (normals
     renormalised), as BundleRenderer._blend_mouth;
     where the matte covers: A * (max(E(N), 0)/pi + C_spec * sum_k c_k (s+2)/(2 pi) max(h_k.N,0)^s max(N.w_k,0))
     (models/render.py's image formation; the SH terms folded with their constants as bundle_renderer.sh_shading);
-    straight-alpha over the background's linear pixel, then the 14-bit sRGB table of stream/compose.py;
+    encoded by the 14-bit sRGB table of stream/compose.py and premultiplied by the matte;
+  interpolated, then over the background's sRGB pixel (stream/compose.composite_scaled, which the CPU Compositor
+  also follows);
   outside: the background's sRGB pixel.
   Y per pixel, U/V from the block's mean RGB, BT.601 limited range (below). Optionally the sRGB canvas too.
 
@@ -35,7 +38,7 @@ from models.colour import srgb_to_linear
 from models.lighting.lighting import Lighting
 from models.lighting.sh import IRRADIANCE_GAIN_PER_COEFF, Y1_CONST, Y2_CROSS_CONST, Y00_CONST, Y20_CONST, Y22_CONST
 from models.render import VIEW_DIR
-from stream.compose import _LUT_SIZE, _SRGB_LUT, Placement
+from stream.compose import _LUT_SIZE, _SRGB_LUT, Placement, resample_axis
 
 _Y_ROW = np.array([65.481, 128.553, 24.966]) / 255.0
 _U_ROW = np.array([-37.797, -74.203, 112.0]) / 255.0
@@ -131,13 +134,6 @@ def half_vectors(light_dirs: np.ndarray) -> np.ndarray:
     return np.where(n > 1e-6, h / np.maximum(n, 1e-6), 0.0).astype(np.float32)
 
 
-def index_maps(placement: Placement, avatar_size_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) int32: the crop pixel shown at each placed pixel (nearest neighbour, as stream/compose.py)."""
-    rows = (np.arange(placement.height_px) * avatar_size_px // placement.height_px).astype(np.int32)
-    cols = (np.arange(placement.width_px) * avatar_size_px // placement.width_px).astype(np.int32)
-    return rows, cols
-
-
 _SRGB_DECODE = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0).astype(np.float32)
 
 
@@ -160,11 +156,10 @@ def avatar_layers_reference(idle: IdleFrameU8, mouth: MouthPatch):
 
 
 def compose_reference(idle: IdleFrameU8, mouth: MouthPatch, lighting: Lighting, shininess: float,
-                      background_srgb: np.ndarray, background_linear: np.ndarray, placement: Placement) -> np.ndarray:
+                      background_srgb: np.ndarray, placement: Placement) -> np.ndarray:
     """The NumPy path the fused kernel must equal: sRGB uint8 canvas (H, W, 3)."""
-    from models.render import composite
     from stream.bundle_renderer import relight_pixels
-    from stream.compose import encode_srgb_u8
+    from stream.compose import composite_scaled, encode_srgb_u8
 
     s = idle.matte.shape[0]
     a, n, c, matte = avatar_layers_reference(idle, mouth)
@@ -172,19 +167,73 @@ def compose_reference(idle: IdleFrameU8, mouth: MouthPatch, lighting: Lighting, 
     rgb = np.zeros((s * s, 3), np.float32)
     rgb[on] = relight_pixels(a.reshape(-1, 3)[on], n.reshape(-1, 3)[on], c.reshape(-1)[on][:, None], lighting,
                              shininess)
-    rgb = rgb.reshape(s, s, 3)
-    rows, cols = index_maps(placement, s)
-    fg, alpha = rgb[rows][:, cols], matte[rows][:, cols]
-    p = placement
-    region = (slice(p.y_px, p.y_px + p.height_px), slice(p.x_px, p.x_px + p.width_px))
-    canvas = background_srgb.copy()
-    canvas[region] = encode_srgb_u8(composite(fg, alpha, background_linear[region]))
-    return canvas
+    return composite_scaled(encode_srgb_u8(rgb.reshape(s, s, 3)), idle.matte, background_srgb, placement)
 
 
 # ------------------------------------------------------------------------------------------------ the kernel
 
 _KERNEL = r"""
+struct AvatarInputs {
+    const unsigned char *idle_albedo, *idle_normals, *idle_spec, *idle_matte;
+    int S;
+    const float *m_albedo, *m_normals, *m_spec, *m_blend;
+    int M, box_x, box_y;
+    const float *sh_k, *half_vec, *light_dir, *light_col;
+    int K;
+    float shininess;
+    const float* srgb_decode;
+    const unsigned char* srgb_encode;
+    int lut_size;
+};
+
+// One crop texel, lit, sRGB-encoded (0..255) and premultiplied by its matte: out[0..2]; the matte (0..1): out[3].
+__device__ void lit_texel(const AvatarInputs& in, int ax, int ay, float out[4])
+{
+    const int S = in.S, M = in.M;
+    int p = ay * S + ax;
+    float alpha = in.idle_matte[p] / 255.0f;
+    out[3] = alpha;
+    if (alpha <= 0.f) { out[0] = out[1] = out[2] = 0.f; return; }
+    float a[3], n[3];
+    for (int c = 0; c < 3; ++c) {
+        a[c] = in.srgb_decode[in.idle_albedo[3 * p + c]];
+        n[c] = ((float)in.idle_normals[3 * p + c] - 127.5f) / 127.5f;
+    }
+    float len = fmaxf(sqrtf(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), 1e-6f);
+    for (int c = 0; c < 3; ++c) n[c] /= len;
+    float cs = in.idle_spec[p] / 255.0f;
+    int mx = ax - in.box_x, my = ay - in.box_y;
+    if (mx >= 0 && my >= 0 && mx < M && my < M) {
+        int mp = my * M + mx;
+        float b = in.m_blend[mp];
+        for (int c = 0; c < 3; ++c) {
+            a[c] += b * (in.m_albedo[c * M * M + mp] - a[c]);
+            n[c] += b * (in.m_normals[c * M * M + mp] - n[c]);
+        }
+        len = fmaxf(sqrtf(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), 1e-6f);
+        for (int c = 0; c < 3; ++c) n[c] /= len;
+        cs += b * (in.m_spec[mp] - cs);
+    }
+    const float lobe = (in.shininess + 2.0f) / (2.0f * 3.14159265358979f);
+    float X = n[0], Y = n[1], Z = n[2];
+    float basis[9] = {1.f, Y, Z, X, X * Y, Y * Z, 3.f * Z * Z - 1.f, X * Z, X * X - Y * Y};
+    float spec[3] = {0.f, 0.f, 0.f};
+    for (int k = 0; k < in.K; ++k) {
+        const float* h = in.half_vec + 3 * k;
+        const float* w = in.light_dir + 3 * k;
+        float nh = fmaxf(X * h[0] + Y * h[1] + Z * h[2], 0.f);
+        float nw = fmaxf(X * w[0] + Y * w[1] + Z * w[2], 0.f);
+        float g = lobe * powf(nh, in.shininess) * nw;
+        for (int c = 0; c < 3; ++c) spec[c] += g * in.light_col[3 * k + c];
+    }
+    for (int c = 0; c < 3; ++c) {
+        float e = 0.f;
+        for (int j = 0; j < 9; ++j) e += basis[j] * in.sh_k[3 * j + c];
+        float v = fminf(fmaxf(a[c] * (fmaxf(e, 0.f) + cs * spec[c]), 0.f), 1.f);
+        out[c] = (float)in.srgb_encode[(int)(v * (in.lut_size - 1) + 0.5f)] * alpha;
+    }
+}
+
 extern "C" __global__ void relit_frame(
     const unsigned char* idle_albedo, const unsigned char* idle_normals,
     const unsigned char* idle_spec, const unsigned char* idle_matte, int S,
@@ -193,15 +242,19 @@ extern "C" __global__ void relit_frame(
     const float* sh_k, const float* half_vec, const float* light_dir, const float* light_col, int K,
     float shininess,
     const float* srgb_decode, const unsigned char* srgb_encode, int lut_size,
-    const unsigned char* bg_srgb, const float* bg_linear, int W, int H,
-    int place_x, int place_y, int place_w, int place_h, const int* rows, const int* cols,
+    const unsigned char* bg_srgb, int W, int H,
+    int place_x, int place_y, int place_w, int place_h,
+    const int* row_lo, const int* row_hi, const float* row_w,
+    const int* col_lo, const int* col_hi, const float* col_w,
     unsigned char* out_rgb, unsigned char* out_y, unsigned char* out_u, unsigned char* out_v,
     unsigned char* out_uv)
 {
     int bx = blockIdx.x * blockDim.x + threadIdx.x;
     int by = blockIdx.y * blockDim.y + threadIdx.y;
     if (bx >= W / 2 || by >= H / 2) return;
-    const float lobe = (shininess + 2.0f) / (2.0f * 3.14159265358979f);
+    AvatarInputs in = {idle_albedo, idle_normals, idle_spec, idle_matte, S, m_albedo, m_normals, m_spec, m_blend,
+                       M, box_x, box_y, sh_k, half_vec, light_dir, light_col, K, shininess, srgb_decode,
+                       srgb_encode, lut_size};
     float sum_r = 0.f, sum_g = 0.f, sum_b = 0.f;
     for (int q = 0; q < 4; ++q) {
         int x = 2 * bx + (q & 1), y = 2 * by + (q >> 1);
@@ -209,51 +262,21 @@ extern "C" __global__ void relit_frame(
         float rgb8[3];
         int lx = x - place_x, ly = y - place_y;
         if (lx >= 0 && ly >= 0 && lx < place_w && ly < place_h) {
-            int ax = cols[lx], ay = rows[ly];
-            int p = ay * S + ax;
-            float a[3], n[3];
+            float t00[4], t01[4], t10[4], t11[4];
+            lit_texel(in, col_lo[lx], row_lo[ly], t00);
+            lit_texel(in, col_hi[lx], row_lo[ly], t01);
+            lit_texel(in, col_lo[lx], row_hi[ly], t10);
+            lit_texel(in, col_hi[lx], row_hi[ly], t11);
+            float wy = row_w[ly], wx = col_w[lx], v[4];
+            // Rows first, then columns: the order of stream/compose.resample.
+            for (int c = 0; c < 4; ++c) {
+                float left = t00[c] + wy * (t10[c] - t00[c]);
+                float right = t01[c] + wy * (t11[c] - t01[c]);
+                v[c] = left + wx * (right - left);
+            }
             for (int c = 0; c < 3; ++c) {
-                a[c] = srgb_decode[idle_albedo[3 * p + c]];
-                n[c] = ((float)idle_normals[3 * p + c] - 127.5f) / 127.5f;
-            }
-            float len = fmaxf(sqrtf(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), 1e-6f);
-            for (int c = 0; c < 3; ++c) n[c] /= len;
-            float cs = idle_spec[p] / 255.0f;
-            float alpha = idle_matte[p] / 255.0f;
-            int mx = ax - box_x, my = ay - box_y;
-            if (mx >= 0 && my >= 0 && mx < M && my < M) {
-                int mp = my * M + mx;
-                float b = m_blend[mp];
-                for (int c = 0; c < 3; ++c) {
-                    a[c] += b * (m_albedo[c * M * M + mp] - a[c]);
-                    n[c] += b * (m_normals[c * M * M + mp] - n[c]);
-                }
-                len = fmaxf(sqrtf(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]), 1e-6f);
-                for (int c = 0; c < 3; ++c) n[c] /= len;
-                cs += b * (m_spec[mp] - cs);
-            }
-            float lit[3] = {0.f, 0.f, 0.f};
-            if (alpha > 0.f) {
-                float X = n[0], Y = n[1], Z = n[2];
-                float basis[9] = {1.f, Y, Z, X, X * Y, Y * Z, 3.f * Z * Z - 1.f, X * Z, X * X - Y * Y};
-                float spec[3] = {0.f, 0.f, 0.f};
-                for (int k = 0; k < K; ++k) {
-                    float nh = fmaxf(X * half_vec[3 * k] + Y * half_vec[3 * k + 1] + Z * half_vec[3 * k + 2], 0.f);
-                    float nw = fmaxf(X * light_dir[3 * k] + Y * light_dir[3 * k + 1] + Z * light_dir[3 * k + 2], 0.f);
-                    float g = lobe * powf(nh, shininess) * nw;
-                    for (int c = 0; c < 3; ++c) spec[c] += g * light_col[3 * k + c];
-                }
-                for (int c = 0; c < 3; ++c) {
-                    float e = 0.f;
-                    for (int j = 0; j < 9; ++j) e += basis[j] * sh_k[3 * j + c];
-                    lit[c] = a[c] * (fmaxf(e, 0.f) + cs * spec[c]);
-                }
-            }
-            alpha = fminf(fmaxf(alpha, 0.f), 1.f);
-            for (int c = 0; c < 3; ++c) {
-                float v = lit[c] * alpha + bg_linear[3 * o + c] * (1.f - alpha);
-                v = fminf(fmaxf(v, 0.f), 1.f);
-                rgb8[c] = (float)srgb_encode[(int)(v * (lut_size - 1) + 0.5f)];
+                float over = v[c] + (float)bg_srgb[3 * o + c] * (1.f - v[3]);
+                rgb8[c] = fminf(fmaxf(floorf(over + 0.5f), 0.f), 255.f);
             }
         } else {
             for (int c = 0; c < 3; ++c) rgb8[c] = (float)bg_srgb[3 * o + c];
@@ -293,14 +316,15 @@ class FusedComposer:
         self.cp = cp
         self.s, self.w, self.h = int(avatar_size_px), int(w), int(h)
         self.placement = placement
-        rows, cols = index_maps(placement, self.s)
-        self._rows, self._cols = cp.asarray(rows), cp.asarray(cols)
+        rows = resample_axis(self.s, placement.height_px)
+        cols = resample_axis(self.s, placement.width_px)
+        self._maps = tuple(cp.asarray(v) for v in (rows.lo, rows.hi, rows.weight, cols.lo, cols.hi, cols.weight))
         self._decode = cp.asarray(_SRGB_DECODE)
         self._encode = cp.asarray(_SRGB_LUT)
         self._kernel = cp.RawKernel(_KERNEL, "relit_frame")
 
     def process(self, idle: IdleFrameU8, mouth: MouthPatch, lighting: Lighting, shininess: float,
-                background_srgb, background_linear, *, layout: str = "i420", want_rgb: bool = False):
+                background_srgb, *, layout: str = "i420", want_rgb: bool = False):
         """(YuvFrame of CuPy planes, sRGB canvas (H, W, 3) CuPy or None). Inputs may be NumPy (uploaded) or CuPy."""
         cp = self.cp
         if layout not in ("i420", "nv12"):
@@ -330,8 +354,8 @@ class FusedComposer:
             dev(lighting.light_dirs if k else np.zeros((1, 3)), cp.float32),
             dev(lighting.light_colours if k else np.zeros((1, 3)), cp.float32), np.int32(k),
             np.float32(shininess), self._decode, self._encode, np.int32(_LUT_SIZE),
-            dev(background_srgb, cp.uint8), dev(background_linear, cp.float32), np.int32(w), np.int32(h),
-            np.int32(p.x_px), np.int32(p.y_px), np.int32(p.width_px), np.int32(p.height_px), self._rows, self._cols,
+            dev(background_srgb, cp.uint8), np.int32(w), np.int32(h),
+            np.int32(p.x_px), np.int32(p.y_px), np.int32(p.width_px), np.int32(p.height_px), *self._maps,
             # A null pointer (np.uintp(0)) for the outputs not asked for; the kernel tests them.
             rgb if rgb is not None else np.uintp(0), y, u if u is not None else np.uintp(0),
             v if v is not None else np.uintp(0), uv if uv is not None else np.uintp(0),

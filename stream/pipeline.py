@@ -54,12 +54,16 @@ class PipelineConfig:
     realtime: bool = True  # False: offline, lossless, as fast as possible
     latency_budget_ms: float = 100.0  # longest a frame may wait, after its audio is complete, to start rendering
     queue_frames: int = 2  # depth of the render queue and of each sink's queue
+    avatar_height_frac: float = 1.0  # the avatar's height on the canvas, as a fraction of the canvas height
 
     def __post_init__(self) -> None:
         if self.fps not in (25.0, 30.0):
             raise ValueError(f"fps must be 25 or 30 (the rates video calls use), got {self.fps}")
         if self.latency_budget_ms <= 0:
             raise ValueError(f"latency_budget_ms must be positive, got {self.latency_budget_ms}")
+        if not 0.0 < self.avatar_height_frac <= 1.0:
+            raise ValueError(f"avatar height must be a fraction of the canvas height in (0, 1], "
+                             f"got {self.avatar_height_frac}")
         if self.queue_frames < 1:
             raise ValueError(f"queue_frames must be >= 1, got {self.queue_frames}")
 
@@ -102,7 +106,7 @@ class Pipeline:
         self.clock = clock or MonotonicClock()
         self.stats = PipelineStats()
         self.features = MelFeatures(config.fps, renderer.mel_past_frames, renderer.mel_lookahead_frames)
-        self.compositor = Compositor(config.canvas_size_px, renderer.frame_size)
+        self.compositor = Compositor(config.canvas_size_px, renderer.frame_size, config.avatar_height_frac)
         self.latency = LatencyEstimate(self.features.lookahead_ms + 1000.0 / config.fps)
         self._sinks = [SinkRunner(s, self.stats, config.queue_frames, lossless=not config.realtime) for s in sinks]
         for sink in sinks:

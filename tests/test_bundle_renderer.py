@@ -199,7 +199,10 @@ def test_decoded_layers_follow_the_bundle_encoding(no_blend):
     np.testing.assert_allclose(np.linalg.norm(layers.normals, axis=2), 1.0, atol=1e-5)
     n = (raw["idle_normals"][2].astype(np.float32) - 127.5) / 127.5
     np.testing.assert_allclose(layers.normals, n / np.linalg.norm(n, axis=2, keepdims=True), atol=1e-6)
-    np.testing.assert_allclose(layers.matte, raw["idle_matte"][2] / 255.0, atol=1e-6)
+    # The matte as stored, faded toward the crop's left, right and top edges (fade_crop_edges).
+    from stream.bundle_renderer import fade_crop_edges
+
+    np.testing.assert_allclose(layers.matte, fade_crop_edges(raw["idle_matte"][2:3])[0] / 255.0, atol=1e-6)
 
 
 def test_mouth_follows_audio_and_nothing_else_moves(fixture):
@@ -332,3 +335,13 @@ def test_bundle_folder_plugs_into_relitcam_run(fixture, tmp_path):
     assert (info.width_px, info.height_px, info.has_audio) == (160, 120, True)
     report = json.loads(stats.read_text())
     assert report["frames_out"] == 30 and report["dropped_total"] == 0
+
+
+def test_crop_edges_fade_except_the_bottom():
+    from stream.bundle_renderer import fade_crop_edges
+
+    faded = fade_crop_edges(np.full((2, 100, 100), 255, np.uint8), frac=0.1)
+    assert faded.shape == (2, 100, 100) and faded.dtype == np.uint8
+    assert faded[0, 50, 50] == 255 and faded[0, -1, 50] == 255  # middle and bottom edge kept
+    assert faded[0, 0, 50] < 20 and faded[0, 50, 0] < 20 and faded[0, 50, -1] < 20  # top, left, right faded
+    assert (np.diff(faded[0, 50, :10].astype(int)) > 0).all()  # a ramp, not a step

@@ -14,7 +14,8 @@ from models.audio.window import mel_windows_for_video
 from models.lighting.sources import preset
 from stream.backgrounds import BackgroundSet
 from stream.clock import FrameGrid
-from stream.compose import Compositor, encode_srgb_u8, fit_avatar
+from stream.compose import (Compositor, Placement, composite_scaled, encode_alpha_u8, encode_srgb_u8,
+                            fit_avatar)
 from stream.avatar import RenderedFrame
 from stream.controls import Controls
 from stream.delay import AudioDelayLine
@@ -118,20 +119,42 @@ def test_audio_chunk_validates_its_samples():
 
 def test_compositor_puts_avatar_bottom_centre_and_keeps_background_elsewhere():
     bgs = BackgroundSet(["charcoal"], CANVAS)
-    comp = Compositor(CANVAS, (100, 80))
-    assert fit_avatar((100, 80), CANVAS).x_px == 110 and comp.placement.y_px == 160
+    comp = Compositor(CANVAS, (100, 80), height_frac=80 / 240)  # native size
+    assert fit_avatar((100, 80), CANVAS, 80 / 240).x_px == 110 and comp.placement.y_px == 160
     white = RenderedFrame(np.ones((80, 100, 3), np.float32), np.ones((80, 100), np.float32))
     canvas = comp.process(white, bgs.current)
     assert canvas.shape == (240, 320, 3) and canvas.dtype == np.uint8
     assert (canvas[160:, 110:210] == 255).all()
     np.testing.assert_array_equal(canvas[:160], bgs.current.srgb[:160])
+    np.testing.assert_array_equal(canvas[160:, :110], bgs.current.srgb[160:, :110])
 
 
-def test_compositor_shrinks_an_oversized_avatar_to_fit():
-    comp = Compositor(CANVAS, (640, 480))
-    assert (comp.placement.width_px, comp.placement.height_px) == (320, 240)
-    frame = RenderedFrame(np.full((480, 640, 3), 0.5, np.float32), np.ones((480, 640), np.float32))
-    assert comp.process(frame, BackgroundSet(None, CANVAS).current).shape == (240, 320, 3)
+def test_avatar_fills_the_canvas_height_by_default_and_shrinks_to_fit_the_width():
+    assert fit_avatar((256, 256), (1280, 720)) == Placement(x_px=280, y_px=0, width_px=720, height_px=720)
+    assert fit_avatar((640, 480), CANVAS) == Placement(x_px=0, y_px=0, width_px=320, height_px=240)
+    assert fit_avatar((100, 100), (320, 240), 0.5) == Placement(x_px=100, y_px=120, width_px=120, height_px=120)
+    with pytest.raises(ValueError, match="fraction of the canvas height"):
+        fit_avatar((100, 100), CANVAS, 1.5)
+
+
+def test_scaled_compositing_interpolates_premultiplied_colour_as_its_float_definition():
+    """A red disc with a soft edge, scaled 2.4x over grey: no dark fringe (straight-colour interpolation would pull
+    the black outside the matte in), and Pillow's 8-bit result equals composite_scaled to within 2 grey levels."""
+    yy, xx = np.mgrid[0:100, 0:100] / 99.0
+    matte = np.clip((0.4 - np.hypot(xx - 0.5, yy - 0.5)) * 15, 0, 1).astype(np.float32)
+    rgb = np.zeros((100, 100, 3), np.float32)
+    rgb[matte > 0] = (0.8, 0.05, 0.05)
+    bg = BackgroundSet(["charcoal"], CANVAS).current
+    comp = Compositor(CANVAS, (100, 100))
+    assert (comp.placement.width_px, comp.placement.height_px) == (240, 240)
+    canvas = comp.process(RenderedFrame(rgb, matte), bg)
+    want = composite_scaled(encode_srgb_u8(rgb), encode_alpha_u8(matte), bg.srgb, comp.placement)
+    assert np.abs(canvas.astype(int) - want.astype(int)).max() <= 2
+    region = canvas[:, 40:280].astype(int)
+    grey = bg.srgb[0, 0].astype(int)
+    # Every edge pixel lies between the red and the background: its green never drops below both.
+    assert region[..., 1].min() >= min(grey[1], int(encode_srgb_u8(np.float32([0.05]))[0])) - 2
+    assert (region[120, 120] == encode_srgb_u8(np.float32([0.8, 0.05, 0.05]))).all()
 
 
 def test_srgb_lut_matches_the_curve():

@@ -156,8 +156,8 @@ PAGE_HELPERS = """
     c.width = v.videoWidth; c.height = v.videoHeight;
     const g = c.getContext('2d');
     g.drawImage(v, 0, 0);
-    // the avatar's forehead/cheeks: bottom centre of the canvas, above the mouth
-    const d = g.getImageData(c.width / 2 - 25, c.height - 110, 50, 40).data;
+    // the avatar's forehead/cheeks (it fills the canvas height): upper middle of the canvas, above the mouth
+    const d = g.getImageData(c.width / 2 - 40, Math.round(c.height * 0.15), 80, 70).data;
     let r = 0, gr = 0, b = 0;
     for (let i = 0; i < d.length; i += 4) { r += d[i]; gr += d[i + 1]; b += d[i + 2]; }
     const n = d.length / 4;

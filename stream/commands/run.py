@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     look = p.add_argument_group("picture")
     look.add_argument("--fps", type=float, choices=(25.0, 30.0), default=30.0)
     look.add_argument("--canvas", type=_size, default=(1280, 720), help="output size WxH px (default 1280x720)")
+    look.add_argument("--avatar-height", type=float, default=1.0,
+                      help="avatar height as a fraction of the canvas height (default 1: fills it, as a webcam)")
     look.add_argument("--light", default="soft_front", help="starting lighting: preset name or L.json")
     look.add_argument("--background", action="append", help="built-in name or image path (repeat to offer several)")
     look.add_argument("--hdr", action="append", help="HDR/EXR maps for the h key (default: Blender's studio lights)")
@@ -135,7 +137,7 @@ async def _run(args) -> int:
     lighting = LightingState(resolve_lighting(args.light), now_s=clock.now_s())
     backgrounds = BackgroundSet(args.background, args.canvas)
     config = PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
-                            latency_budget_ms=args.latency_budget_ms)
+                            latency_budget_ms=args.latency_budget_ms, avatar_height_frac=args.avatar_height)
     pipeline = Pipeline(source, renderer, lighting, backgrounds, sinks, config, clock)
     from pathlib import Path
 
