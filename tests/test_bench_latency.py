@@ -80,8 +80,10 @@ def test_a_mouth_three_frames_late_measures_about_100_ms_later():
     assert on_time["compared_region"] == late["compared_region"] == "mouth"
     assert [o["response_pts_minus_onset_ms"] for o in late["response"]["onsets"]] == pytest.approx([100.0] * 2,
                                                                                                    abs=1.0)
-    gap_ms = late["onset_to_response_median_ms"] - on_time["onset_to_response_median_ms"]
-    assert 100.0 - 45.0 < gap_ms < 100.0 + 45.0  # three frame intervals, give or take scheduling on a busy machine
+    # Three frame intervals later on the wall clock too. A busy machine only ever adds delay (a late render, a
+    # dropped frame): compare the quickest response of each run, and allow about two frames either way.
+    gap_ms = min(late["onset_to_response_ms"]) - min(on_time["onset_to_response_ms"])
+    assert 100.0 - 60.0 < gap_ms < 100.0 + 60.0
 
 
 def test_main_writes_json_and_plot(tmp_path):

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Soak test: does the pipeline's memory stay flat over a long run?
+
+    .venv/bin/python scripts/soak.py                          # default avatar, 10 min of media, offline
+    .venv/bin/python scripts/soak.py --minutes 1 --out out/soak_short
+
+Runs the live pipeline (stream/pipeline.py) on a file source looped to --minutes of media, offline (every frame, as
+fast as the machine allows), into sinks that do real work: the MP4 sink writing H.264 + AAC to a temporary file, and a
+memory probe. The probe reads the process's resident set size (RSS) on every frame and keeps a sample every
+--sample-s seconds (plus Python's tracemalloc total with --tracemalloc, which slows Python allocations down).
+
+Start = the RSS when the first frame past --warmup-s of media leaves the pipeline (buffers, encoder and caches have
+been allocated by then); end = the RSS at the last frame. Writes SOAK.json and SOAK.png (RSS over media time) to
+--out; exits 1 when end exceeds start by more than --tolerance (default 5 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.lighting.sources import preset  # noqa: E402
+from stream.backgrounds import BackgroundSet  # noqa: E402
+from stream.clock import MonotonicClock  # noqa: E402
+from stream.file_source import FileSource  # noqa: E402
+from stream.lighting_state import LightingState  # noqa: E402
+from stream.mp4_sink import Mp4Sink  # noqa: E402
+from stream.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from stream.types import AudioChunk, Frame  # noqa: E402
+
+SPEECH_SAMPLE = ROOT / "models" / "assets" / "speech_sample.wav"
+MB = 1024 * 1024
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux /proc; the soak needs the current value, not the peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_BYTES
+    except OSError:
+        raise SystemExit("soak.py reads the current RSS from /proc/self/statm: Linux only") from None
+
+
+class MediaLimit:
+    """A source cut off after `duration_s` of media (a looping FileSource becomes a long file)."""
+
+    def __init__(self, source: FileSource, duration_s: float) -> None:
+        self.source = source
+        self.name = source.name
+        self.limit_samples = int(round(duration_s * source.sample_rate_hz))
+
+    async def chunks(self, clock):
+        async for chunk in self.source.chunks(clock):
+            if chunk.start_sample >= self.limit_samples:
+                break
+            if chunk.end_sample > self.limit_samples:
+                chunk = AudioChunk(chunk.samples[: self.limit_samples - chunk.start_sample], chunk.start_sample,
+                                   chunk.arrival_s, chunk.sample_rate_hz)
+            yield chunk
+        self.source.close()
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class MemoryProbe:
+    """A sink that reads RSS on every frame: keeps the peak, the last reading, the reading at the end of warm-up,
+    and one sample (wall s, media s, RSS bytes, tracemalloc bytes or None) every `sample_s` of wall time."""
+
+    name = "memory"
+    blocking = False
+
+    def __init__(self, clock, warmup_s: float, sample_s: float) -> None:
+        self.clock = clock
+        self.warmup_s = warmup_s
+        self.sample_s = sample_s
+        self.t0_s = clock.now_s()
+        self.frames = 0
+        self.peak_bytes = 0
+        self.samples: list[tuple[float, float, int, int | None]] = []
+        self.start: tuple[float, float, int, int | None] | None = None
+        self.last: tuple[float, float, int, int | None] | None = None
+
+    def _reading(self, frame: Frame) -> tuple[float, float, int, int | None]:
+        traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
+        return self.clock.now_s() - self.t0_s, frame.frame_pts_s, rss_bytes(), traced
+
+    def send(self, frame: Frame) -> None:
+        reading = self._reading(frame)
+        self.frames += 1
+        self.peak_bytes = max(self.peak_bytes, reading[2])
+        self.last = reading
+        if self.start is None and frame.frame_pts_s >= self.warmup_s:
+            self.start = reading
+            self.samples.append(reading)
+        elif not self.samples or reading[0] - self.samples[-1][0] >= self.sample_s:
+            self.samples.append(reading)
+
+    def close(self) -> None:
+        if self.last is not None and (not self.samples or self.samples[-1] is not self.last):
+            self.samples.append(self.last)
+
+
+async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Sink, float]:
+    clock = MonotonicClock()
+    source = MediaLimit(FileSource.from_path(args.audio, realtime=False, loop=True), 60.0 * args.minutes)
+    probe = MemoryProbe(clock, args.warmup_s, args.sample_s)
+    mp4 = Mp4Sink(mp4_path, args.fps, args.canvas)
+    pipeline = Pipeline(
+        source,
+        renderer,
+        LightingState(preset(args.light), now_s=clock.now_s()),
+        BackgroundSet(None, args.canvas),
+        [mp4, probe],
+        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=False),
+        clock,
+    )
+    t0 = time.monotonic()
+    stats = await pipeline.run()
+    return probe, stats.report(), mp4, time.monotonic() - t0
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report["samples"]
+    minutes = [m / 60.0 for m in s["media_s"]]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.plot(minutes, s["rss_mb"], marker=".", lw=1, label="RSS")
+    if any(v is not None for v in s["traced_mb"]):
+        ax.plot(minutes, s["traced_mb"], marker=".", lw=1, label="tracemalloc (Python + numpy)")
+    start = report["start_rss_mb"]
+    ax.axhline(start, color="k", lw=0.8, ls=":", label=f"start (after {report['warmup_s']:.0f} s warm-up)")
+    ax.axhline(start * (1 + report["tolerance"]), color="r", lw=0.8, ls="--",
+               label=f"start + {100 * report['tolerance']:.0f} %")
+    ax.axvline(report["warmup_s"] / 60.0, color="grey", lw=0.8)
+    ax.set_xlabel("media time (min)")
+    ax.set_ylabel("MB")
+    ax.set_title(f"soak: {report['frames']} frames in {report['wall_s']:.0f} s · end/start "
+                 f"{report['end_over_start']:.3f} · {'PASS' if report['passed'] else 'FAIL'}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--avatar", help="avatar bundle folder or renderer as module.path:factory "
+                                    "(default: the shipped avatar models/avatars/default)")
+    p.add_argument("--backend", default="onnxruntime", help="where a bundle's nets run")
+    p.add_argument("--audio", type=Path, default=SPEECH_SAMPLE, help="audio file, looped to --minutes")
+    p.add_argument("--minutes", type=float, default=10.0, help="media time to run (default 10)")
+    p.add_argument("--warmup-s", type=float, default=30.0, help="media seconds before the start reading")
+    p.add_argument("--sample-s", type=float, default=2.0, help="wall seconds between kept samples")
+    p.add_argument("--tolerance", type=float, default=0.05, help="allowed growth end/start - 1 (default 0.05)")
+    p.add_argument("--tracemalloc", action="store_true", help="also trace Python allocations (slower)")
+    p.add_argument("--fps", type=float, choices=(25.0, 30.0), default=30.0)
+    p.add_argument("--canvas", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1280, 720))
+    p.add_argument("--light", default="studio_key")
+    p.add_argument("--keep-mp4", action="store_true", help="keep the MP4 in --out instead of a temporary folder")
+    p.add_argument("--out", type=Path, default=Path("out/soak"))
+    return p
+
+
+def main(argv=None) -> int:
+    from stream.commands.run import load_avatar
+
+    args = build_parser().parse_args(argv)
+    if args.warmup_s >= 60.0 * args.minutes:
+        raise SystemExit(f"--warmup-s {args.warmup_s} must be shorter than the run ({60.0 * args.minutes} s)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.tracemalloc:
+        tracemalloc.start()
+    load0 = os.getloadavg()
+    renderer = load_avatar(args.avatar, args.backend)
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        mp4_path = (args.out if args.keep_mp4 else Path(tmp)) / "soak.mp4"
+        probe, stats, mp4, wall_s = asyncio.run(soak(renderer, args, mp4_path))
+        mp4_mb = mp4_path.stat().st_size / MB
+    if probe.start is None or probe.last is None:
+        raise SystemExit("no frame came out after the warm-up: nothing to compare")
+    start, end = probe.start[2], probe.last[2]
+    media_s = probe.last[1] + 1.0 / args.fps
+    report = {
+        "avatar": args.avatar or "models/avatars/default",
+        "audio": str(args.audio),
+        "minutes": args.minutes,
+        "media_s": media_s,
+        "frames": probe.frames,
+        "frames_expected": int(round(60.0 * args.minutes * args.fps)),
+        "mp4_frames_written": mp4.frames_written,
+        "mp4_mb": mp4_mb,
+        "wall_s": wall_s,
+        "speed_x_realtime": media_s / wall_s,
+        "fps": probe.frames / wall_s,
+        "canvas_px": list(args.canvas),
+        "warmup_s": args.warmup_s,
+        "start_rss_mb": start / MB,
+        "start_at_media_s": probe.start[1],
+        "end_rss_mb": end / MB,
+        "peak_rss_mb": probe.peak_bytes / MB,
+        "end_over_start": end / start,
+        "tolerance": args.tolerance,
+        "passed": end <= start * (1.0 + args.tolerance),
+        "tracemalloc": args.tracemalloc,
+        "start_traced_mb": None if probe.start[3] is None else probe.start[3] / MB,
+        "end_traced_mb": None if probe.last[3] is None else probe.last[3] / MB,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
+                    "python": platform.python_version(), "load_average_1m_before": load0[0],
+                    "load_average_1m_after": os.getloadavg()[0]},
+        "pipeline": stats,
+        "samples": {
+            "wall_s": [s[0] for s in probe.samples],
+            "media_s": [s[1] for s in probe.samples],
+            "rss_mb": [s[2] / MB for s in probe.samples],
+            "traced_mb": [None if s[3] is None else s[3] / MB for s in probe.samples],
+        },
+    }
+    (args.out / "SOAK.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, args.out / "SOAK.png")
+    print(json.dumps({k: report[k] for k in ("frames", "wall_s", "speed_x_realtime", "start_rss_mb", "end_rss_mb",
+                                             "peak_rss_mb", "end_over_start", "passed")}, indent=2))
+    print(f"wrote {args.out / 'SOAK.json'} and {args.out / 'SOAK.png'}")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""scripts/soak.py on the sphere-head double: a short soak writes its report and passes; a renderer that hoards
+memory fails it."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+from test_stream_doubles import SphereHeadRenderer
+
+_SPEC = importlib.util.spec_from_file_location("soak", Path(__file__).resolve().parents[1] / "scripts" / "soak.py")
+soak = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(soak)
+
+# 3 s of media at 30 fps, the start reading after 1 s.
+MB_2 = 2 * 1024 * 1024
+ARGS = ["--minutes", "0.05", "--warmup-s", "1", "--sample-s", "0.05", "--canvas", "320x240"]
+
+
+class HoardingHead(SphereHeadRenderer):
+    """Keeps 2 MB (written, so resident) of every frame it renders: 120 MB after the warm-up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hoard: list[np.ndarray] = []
+
+    def render(self, mel_window, lighting, frame_index):
+        self.hoard.append(np.ones(MB_2 // 8))
+        return super().render(mel_window, lighting, frame_index)
+
+
+
+def test_short_soak_reports_flat_memory(tmp_path):
+    assert soak.main(["--avatar", "test_stream_doubles:SphereHeadRenderer", "--out", str(tmp_path), *ARGS]) == 0
+    r = json.loads((tmp_path / "SOAK.json").read_text())
+    assert r["frames"] == r["frames_expected"] == r["mp4_frames_written"] == 90
+    assert r["mp4_mb"] > 0 and r["pipeline"]["dropped_total"] == 0
+    assert r["start_at_media_s"] == 1.0
+    assert 0 < r["start_rss_mb"] <= r["peak_rss_mb"] and r["end_rss_mb"] <= r["peak_rss_mb"]
+    assert r["passed"] and r["end_over_start"] <= 1.05
+    assert r["machine"]["cpu_count"] >= 1
+    assert len(r["samples"]["rss_mb"]) >= 3 and r["samples"]["media_s"] == sorted(r["samples"]["media_s"])
+    assert (tmp_path / "SOAK.png").stat().st_size > 10_000
+
+
+def test_a_renderer_that_hoards_memory_fails_the_soak(tmp_path):
+    assert soak.main(["--avatar", "test_soak:HoardingHead", "--out", str(tmp_path), *ARGS]) == 1
+    r = json.loads((tmp_path / "SOAK.json").read_text())
+    assert not r["passed"]
+    assert r["end_rss_mb"] - r["start_rss_mb"] > 100  # 60 frames x 2 MB after the start reading
