@@ -111,3 +111,15 @@ def test_bench_gpu_exits_clearly_without_a_gpu(tmp_path):
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2
     assert "no CUDA GPU" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc (CUDA toolkit) to compile")
+def test_fused_kernel_source_compiles(tmp_path):
+    """No GPU needed: the CUDA source the CuPy RawKernel compiles at run time is valid CUDA C++."""
+    from stream.gpu_compose import _KERNEL
+
+    src = tmp_path / "relit_frame.cu"
+    src.write_text(_KERNEL)
+    done = subprocess.run(["nvcc", "-arch=sm_80", "-c", str(src), "-o", str(tmp_path / "relit_frame.o")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
