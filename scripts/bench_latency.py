@@ -283,6 +283,7 @@ def plot(report: dict, per_frame_ms: np.ndarray, path: Path) -> None:
 
 
 async def bench(renderer, args) -> tuple[dict, np.ndarray]:
+    load_before = os.getloadavg()[0]
     burst = speech_burst(args.burst_s) if args.burst == "speech" else tone_burst(args.burst_s)
     audio, onsets = onset_audio(burst, args.onsets, args.silence_s)
     region, region_name = region_fn(renderer, args.canvas)
@@ -307,7 +308,7 @@ async def bench(renderer, args) -> tuple[dict, np.ndarray]:
     latencies = [o["latency_ms"] for o in response["onsets"] if "latency_ms" in o]
     report = stats.report()
     report.update({
-        "avatar": args.avatar,
+        "avatar": args.avatar or "models/avatars/default",
         "avatar_px": list(renderer.frame_size),
         "renderer_lookahead_ms": renderer.lookahead_ms,
         "fps_target": args.fps,
@@ -315,6 +316,7 @@ async def bench(renderer, args) -> tuple[dict, np.ndarray]:
         "cpu_percent": 100.0 * cpu_s / (wall1 - wall0),
         "cpu_percent_of": "one core (200 = two cores busy)",
         "cpu_cores": os.cpu_count(),
+        "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         "frames_expected": int(round(audio.size / RATE_HZ * args.fps)),
         "burst": args.burst,
         "onsets": len(onsets),
