@@ -16,8 +16,9 @@ run is compared with the silent run's frame of the same index. Only the mouth re
 mouth box where it has one, else the whole avatar crop). Whatever differs there is the audio's doing; frames whose
 mel window hears only silence in both runs measure the numeric noise floor (zero for a deterministic renderer). The
 response to an onset is the first frame that can hear it (its mel lookahead reaches the onset) in which more than
-max(--min-changed-px, --threshold x noise floor) pixels differ by more than CHANGE_LEVELS grey levels; its latency
-is the wall time that frame left the pipeline minus the wall time the onset's audio sample arrived.
+max(--min-changed-frac x the region's pixels, --threshold x noise floor) pixels differ by more than CHANGE_LEVELS grey
+levels; its latency is the wall time that frame left the pipeline minus the wall time the onset's audio sample
+arrived.
 
 The onsets are speech (a cut of models/assets/speech_sample.wav, from its first sound) after silence: the
 audio-to-expression net was trained on speech, and a pure tone opens the mouth less and later (--burst tone to see).
@@ -120,20 +121,21 @@ def mouth_box_fn(renderer) -> Callable[[int], tuple[int, int, int, int]] | None:
     return None
 
 
-def region_fn(renderer, canvas_px: tuple[int, int]) -> tuple[Callable[[int], Region], str]:
+def region_fn(renderer, canvas_px: tuple[int, int], height_frac: float) -> tuple[Callable[[int], Region], str]:
     """frame_index -> the canvas region compared between runs: the mouth box where known, else the avatar crop."""
-    p = fit_avatar(renderer.frame_size, canvas_px)  # where the compositor puts the crop
+    p = fit_avatar(renderer.frame_size, canvas_px, height_frac)  # where the compositor puts the crop
     aw, ah = renderer.frame_size
     sx, sy = p.width_px / aw, p.height_px / ah
     whole = (p.y_px, p.y_px + p.height_px, p.x_px, p.x_px + p.width_px)
     box = mouth_box_fn(renderer)
     if box is None:
         return (lambda frame_index: whole), "avatar"
+    pad = int(np.ceil(max(sx, sy))) + 1  # bilinear scaling spreads a crop pixel into its neighbours' canvas pixels
 
     def region(frame_index: int) -> Region:
         x, y, w, h = box(frame_index)
-        return (p.y_px + int(y * sy), p.y_px + int(np.ceil((y + h) * sy)),
-                p.x_px + int(x * sx), p.x_px + int(np.ceil((x + w) * sx)))
+        return (max(whole[0], p.y_px + int(y * sy) - pad), min(whole[1], p.y_px + int(np.ceil((y + h) * sy)) + pad),
+                max(whole[2], p.x_px + int(x * sx) - pad), min(whole[3], p.x_px + int(np.ceil((x + w) * sx)) + pad))
 
     return region, "mouth"
 
@@ -178,7 +180,8 @@ async def run_pipeline(renderer, audio: np.ndarray, sinks: list, args, realtime:
         LightingState(preset(args.light), now_s=clock.now_s()),
         BackgroundSet(None, args.canvas),
         sinks,
-        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime),
+        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
+                       avatar_height_frac=args.avatar_height),
         clock,
     )
     return await pipeline.run()
@@ -208,7 +211,7 @@ def window_reach_s(renderer, spec: MelSpec = MelSpec()) -> tuple[float, float]:
 
 
 def find_responses(onset_run: ProbeSink, changed: dict[int, int], audio: np.ndarray, reach_s: tuple[float, float],
-                   burst_s: float, fps: float, threshold: float, min_changed_px: int) -> dict:
+                   burst_s: float, fps: float, threshold: float, min_changed_frac: float) -> dict:
     """Per onset, the first frame that can hear it and whose region differs from the silent run by more than the
     limit; plus the noise floor (frames that hear only silence, in both runs) the limit is set from."""
     before_s, after_s = reach_s
@@ -223,7 +226,8 @@ def find_responses(onset_run: ProbeSink, changed: dict[int, int], audio: np.ndar
     if not quiet:
         raise RuntimeError("no frame heard only silence: the silences between onsets are too short for this window")
     noise = max(quiet)
-    limit = max(min_changed_px, threshold * noise)
+    region_px = int(np.mean([crop.shape[0] * crop.shape[1] for crop in onset_run.crops.values()]))
+    limit = max(min_changed_frac * region_px, threshold * noise)
     onsets = []
     for i, onset in enumerate(onset_run.onsets_s):
         # Frames that can hear the onset (their lookahead reaches it), up to the end of the burst.
@@ -239,7 +243,8 @@ def find_responses(onset_run: ProbeSink, changed: dict[int, int], audio: np.ndar
                 "changed_px": changed[hit],
             })
         onsets.append(entry)
-    return {"noise_floor_px": noise, "quiet_frames": len(quiet), "limit_px": limit, "onsets": onsets}
+    return {"region_px": region_px, "noise_floor_px": noise, "quiet_frames": len(quiet), "limit_px": limit,
+            "onsets": onsets}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -286,7 +291,7 @@ async def bench(renderer, args) -> tuple[dict, np.ndarray]:
     load_before = os.getloadavg()[0]
     burst = speech_burst(args.burst_s) if args.burst == "speech" else tone_burst(args.burst_s)
     audio, onsets = onset_audio(burst, args.onsets, args.silence_s)
-    region, region_name = region_fn(renderer, args.canvas)
+    region, region_name = region_fn(renderer, args.canvas, args.avatar_height)
     clock = MonotonicClock()
 
     # 1. The reference: silent audio of the same length, offline (every frame; also warms the renderer up).
@@ -304,7 +309,7 @@ async def bench(renderer, args) -> tuple[dict, np.ndarray]:
 
     changed = changed_px(probe, silent)
     response = find_responses(probe, changed, audio, window_reach_s(renderer), args.burst_s, args.fps,
-                              args.threshold, args.min_changed_px)
+                              args.threshold, args.min_changed_frac)
     latencies = [o["latency_ms"] for o in response["onsets"] if "latency_ms" in o]
     report = stats.report()
     report.update({
@@ -313,6 +318,7 @@ async def bench(renderer, args) -> tuple[dict, np.ndarray]:
         "renderer_lookahead_ms": renderer.lookahead_ms,
         "fps_target": args.fps,
         "canvas_px": list(args.canvas),
+        "avatar_height_frac": args.avatar_height,
         "cpu_percent": 100.0 * cpu_s / (wall1 - wall0),
         "cpu_percent_of": "one core (200 = two cores busy)",
         "cpu_cores": os.cpu_count(),
@@ -337,13 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", help="where a bundle's nets run")
     p.add_argument("--fps", type=float, choices=(25.0, 30.0), default=30.0)
     p.add_argument("--canvas", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1280, 720))
+    p.add_argument("--avatar-height", type=float, default=1.0, help="as relitcam run: fraction of the canvas height")
     p.add_argument("--light", default="studio_key")
     p.add_argument("--burst", choices=("speech", "tone"), default="speech")
     p.add_argument("--onsets", type=int, default=6)
     p.add_argument("--silence-s", type=float, default=1.0)
     p.add_argument("--burst-s", type=float, default=0.5)
     p.add_argument("--threshold", type=float, default=3.0, help="response: changed px > threshold x noise floor ...")
-    p.add_argument("--min-changed-px", type=int, default=10, help="... and > this many px")
+    p.add_argument("--min-changed-frac", type=float, default=0.002, help="... and > this fraction of the region")
     p.add_argument("--out", type=Path, default=Path("out/bench_latency"))
     return p
 

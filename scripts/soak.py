@@ -124,7 +124,7 @@ async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Si
         LightingState(preset(args.light), now_s=clock.now_s()),
         BackgroundSet(None, args.canvas),
         [mp4, probe],
-        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=False),
+        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=False, avatar_height_frac=args.avatar_height),
         clock,
     )
     t0 = time.monotonic()
@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracemalloc", action="store_true", help="also trace Python allocations (slower)")
     p.add_argument("--fps", type=float, choices=(25.0, 30.0), default=30.0)
     p.add_argument("--canvas", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1280, 720))
+    p.add_argument("--avatar-height", type=float, default=1.0, help="as relitcam run: fraction of the canvas height")
     p.add_argument("--light", default="studio_key")
     p.add_argument("--keep-mp4", action="store_true", help="keep the MP4 in --out instead of a temporary folder")
     p.add_argument("--out", type=Path, default=Path("out/soak"))
