@@ -12,13 +12,20 @@
    own mesh with its lip region replaced: `expression.lip_vertices`), blended with its learned blend; the relit crop
    is pasted back into the real 1280x720 frame with the inverse crop transform (bilinear), weighted by the person
    matte. Scored against the real frame, 8-bit sRGB: full-frame PSNR / SSIM (SSIM: skimage 7x7, whole frame), and
-   PSNR / SSIM in a 120x120 box of the full frame centred on the tracked mouth (outer lip contour mean).
+   PSNR / SSIM in a 120x120 box of the full frame centred on the tracked mouth (outer lip contour mean). The frame
+   is letterboxed and the avatar covers ~410x410 px of it, so full-frame figures are dominated by untouched pixels;
+   `crop_psnr` (PSNR over the bounding box of the crop's footprint in the frame) says more.
    Reference rows, all pasted the same way: `copy_real_crop` (the real crop itself: the resampling ceiling),
    `decomposition_folded` (folded layers, real mouth: what the idle loop stores), `decomposition_net_albedo` (the
    net's own albedo, real mouth: the decomposition's own fit), `avatar_own_lips` (mouth net driven by the frame's
-   tracked lips: the mouth net's error without the audio's), `avatar_audio` (the figure asked for).
+   tracked lips: the mouth net's error without the audio's), `avatar_audio` (the figure asked for),
+   `avatar_audio_opening_gain` (the same with the predicted mouth-opening component scaled by the gain measured on
+   the training span, see below).
 3. Lip sync: the bundle driven by `--speech` through the live renderer (`relitcam run --offline --mp4`, 30 fps),
-   measured with `relitcam eval --sync`; the same meter on the real video for comparison.
+   measured with `relitcam eval --sync`; the same meter on the real video for comparison. Also through two
+   variants of the renderer (models/enroll/holdout.py): mouth-net inputs built exactly as in training, and the
+   predicted lip coefficients' opening component scaled by `opening_gain`: std of the measured over std of the
+   predicted opening on the training span (the ridge audio head shrinks its predictions toward the mean).
 4. A contact sheet of the avatar under 6 lighting presets at frames with the mouth closed and open (driven by the
    speech), a real frame for reference; example reconstructed frames and mouth boxes.
 
@@ -52,7 +59,8 @@ from models.metrics.image import psnr_db, ssim  # noqa: E402
 
 MOUTH_BOX_PX = 120
 SHEET_LIGHTS = ("soft_front", "studio_key", "left_side", "right_side", "warm_sunset", "low_key_dramatic")
-VARIANTS = ("copy_real_crop", "decomposition_folded", "decomposition_net_albedo", "avatar_own_lips", "avatar_audio")
+VARIANTS = ("copy_real_crop", "decomposition_folded", "decomposition_net_albedo", "avatar_own_lips", "avatar_audio",
+            "avatar_audio_opening_gain")
 RELITCAM = [sys.executable, "-m", "stream.cli"]
 
 
@@ -85,7 +93,9 @@ def decode_frames(video: Path, wanted: set[int]):
 def frame_scores(pred: np.ndarray, real: np.ndarray, bbox, mouth_xy) -> dict[str, float]:
     x, y = mouth_xy
     box = (slice(y, y + MOUTH_BOX_PX), slice(x, x + MOUTH_BOX_PX))
+    x0, y0, x1, y1 = bbox
     return {"psnr": psnr_db(pred, real), "ssim": full_frame_ssim(pred, real, bbox),
+            "crop_psnr": psnr_db(pred[y0:y1, x0:x1], real[y0:y1, x0:x1]),
             "mouth_psnr": psnr_db(pred[box], real[box]), "mouth_ssim": ssim(pred[box], real[box])}
 
 
@@ -168,13 +178,39 @@ def retrain_mouth(workdir: Path, new_workdir: Path, bundle_parent: Path, name: s
             "bundle_mb": round(report.bytes_total / 2**20, 1), "torch_threads": torch.get_num_threads()}
 
 
+def training_opening_gain(workdir: Path, bundle: Path, train_fraction: float) -> dict:
+    """The opening gain (models.enroll.holdout.opening_gain) of the bundle's audio head on the training span of
+    the enrollment video: predicted (ONNX, from the whole track) vs measured lip coefficients."""
+    from models.audio.mel import log_mel
+    from models.audio.window import mel_windows_for_video
+    from models.enroll.enroll import lip_coeffs_on_grid
+    from models.enroll.expression import ExpressionSpace
+    from models.enroll.holdout import opening_axis, opening_gain
+    from models.enroll.prepare import load_prepared
+    from stream.bundle_renderer import BundleRenderer
+
+    prepared = load_prepared(workdir)
+    measured = lip_coeffs_on_grid(prepared, ExpressionSpace.load(Path(workdir) / "expression.npz"))
+    r = BundleRenderer(bundle, threads=1)
+    windows = mel_windows_for_video(log_mel(np.asarray(prepared.audio)), prepared.fps, len(measured),
+                                    r.mel_past_frames, r.mel_lookahead_frames)
+    pred = np.stack([r.lip_coeffs(w) for w in windows])
+    axis = opening_axis(r.bundle.arrays["expression_basis"], r.bundle.arrays["expression_vertices"])
+    n = max(1, int(round(train_fraction * len(measured))))
+    corr = lambda a, b: round(float(np.corrcoef(a @ axis, b @ axis)[0, 1]), 3)  # noqa: E731
+    return {"gain": round(opening_gain(pred[:n], measured[:n], axis), 3), "train_frames": n,
+            "opening_r_train": corr(pred[:n], measured[:n]), "opening_r_heldout": corr(pred[n:], measured[n:]),
+            "heldout_gain_for_reference": round(opening_gain(pred[n:], measured[n:], axis, 100.0), 3)}
+
+
 # ------------------------------------------------------------------------------------------- held-out frames
 
 
 def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, every: int, train_fraction: float,
-                     chunk: int = 12, examples: int = 4) -> dict:
+                     gain: float = 1.0, chunk: int = 12, examples: int = 4) -> dict:
     from models.enroll.decompose import decompose_prepared, load_model
     from models.enroll.expression import ExpressionSpace, lip_vertices
+    from models.enroll.holdout import amplify_opening, opening_axis
     from models.enroll.mouth import MouthParams, load_mouth, mouth_box, paste_mouth
     from models.enroll.prepare import load_prepared
     from models.face.resources import load_topology
@@ -203,10 +239,13 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
     coeffs_grid = np.stack([renderer.lip_coeffs(w) for w in windows])
     eval_pos = held[::every]
     coeffs = coeffs_grid[prepared.source_frame_index[eval_pos].astype(int) - src[0]]
+    arrays = renderer.bundle.arrays
+    coeffs_gain = amplify_opening(coeffs, opening_axis(arrays["expression_basis"], arrays["expression_vertices"]),
+                                  gain)
 
     m = mouth_state["mouth_px"]
     grow = mparams.mask_grow_frac * s
-    per_variant = {v: {k: [] for k in ("psnr", "ssim", "mouth_psnr", "mouth_ssim")} for v in VARIANTS}
+    per_variant = {v: {k: [] for k in ("psnr", "ssim", "crop_psnr", "mouth_psnr", "mouth_ssim")} for v in VARIANTS}
     per_frame = []
     example_at = set(eval_pos[np.linspace(0, len(eval_pos) - 1, min(examples, len(eval_pos))).round().astype(int)])
     example_images = []
@@ -219,8 +258,11 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
         boxes = np.stack([mouth_box(lm, s, m, mparams.box_center_down_frac) for lm in lms])
         driven = np.stack([lip_vertices(space, coeffs[c0 + k], lms[k], prepared.pose(int(p)))
                            for k, p in enumerate(pos)])
+        driven_gain = np.stack([lip_vertices(space, coeffs_gain[c0 + k], lms[k], prepared.pose(int(p)))
+                                for k, p in enumerate(pos)])
         own = paste_mouth(mouth_net, layers, lms, lms, tri, boxes, m, grow)
         audio = paste_mouth(mouth_net, layers, lms, driven, tri, boxes, m, grow)
+        audio_gain = paste_mouth(mouth_net, layers, lms, driven_gain, tri, boxes, m, grow)
         crops = {
             "copy_real_crop": prepared.crops(pos),
             "decomposition_folded": to8(relit_learned(decomposition, layers.albedo, layers.normals,
@@ -229,6 +271,8 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
                                                           layers.spec_weight)),
             "avatar_own_lips": to8(relit_learned(decomposition, own.albedo, own.normals, own.spec_weight)),
             "avatar_audio": to8(relit_learned(decomposition, audio.albedo, audio.normals, audio.spec_weight)),
+            "avatar_audio_opening_gain": to8(relit_learned(decomposition, audio_gain.albedo, audio_gain.normals,
+                                                           audio_gain.spec_weight)),
         }
         for k, p in enumerate(pos):
             idx, real = next(frames)
@@ -256,7 +300,7 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
         "heldout_source_frames": [int(src[0]), int(src[-1])], "heldout_start_s": round(float(t_start), 3),
         "variants": {v: {k: summary(vals) for k, vals in d.items()} for v, d in per_variant.items()},
         "per_frame": per_frame, "eval_s": round(time.perf_counter() - t0, 1),
-        "mouth_px_crop": int(m), "crop_px": int(s),
+        "mouth_px_crop": int(m), "crop_px": int(s), "opening_gain": gain,
     }
 
 
@@ -270,7 +314,7 @@ def _example_sheets(out_dir: Path, examples) -> None:
         Image.fromarray(full).resize((full.shape[1] // 2, full.shape[0] // 2)).save(out_dir / f"frame_{idx:04d}.png")
     z = 3
     cols = [("real", None)] + [(v, v) for v in ("copy_real_crop", "decomposition_folded", "avatar_own_lips",
-                                                "avatar_audio")]
+                                                "avatar_audio", "avatar_audio_opening_gain")]
     b = MOUTH_BOX_PX * z
     sheet = Image.new("RGB", (len(cols) * b, len(examples) * b + 16), "white")
     draw = ImageDraw.Draw(sheet)
@@ -298,29 +342,45 @@ def run_cmd(cmd: list[str], log: Path, extra_env: dict | None = None) -> dict:
     return {"command": (shown + " " if shown else "") + shlex.join(cmd), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
-def lip_sync(bundle: Path, speech: Path, video: Path, out_dir: Path) -> dict:
+def lip_sync(bundle: Path, speech: Path, video: Path, out_dir: Path, gain: float) -> dict:
     """Drive the bundle with the speech through `relitcam run --offline` (30 fps MP4) and measure it with
     `relitcam eval --sync`; once with the live renderer (stream/bundle_renderer.py) and once with the mouth-net
     inputs built as in training (models.enroll.holdout.consistent_mouth_renderer); and the real video."""
     out = {}
-    renderers = {"live_renderer": str(bundle), "training_consistent_mouth_inputs":
-                 "models.enroll.holdout:consistent_mouth_renderer"}
-    env = {"RELITCAM_EVAL_BUNDLE": str(bundle)}
-    for key, avatar in renderers.items():
+    renderers = {"live_renderer": (str(bundle), {}),
+                 "training_consistent_mouth_inputs": ("models.enroll.holdout:consistent_mouth_renderer",
+                                                      {"RELITCAM_EVAL_BUNDLE": str(bundle)}),
+                 "live_renderer_opening_gain": ("models.enroll.holdout:opening_gain_renderer",
+                                                {"RELITCAM_EVAL_BUNDLE": str(bundle),
+                                                 "RELITCAM_EVAL_OPENING_GAIN": f"{gain:.3f}"}),
+                 "training_consistent_opening_gain": ("models.enroll.holdout:opening_gain_renderer",
+                                                      {"RELITCAM_EVAL_BUNDLE": str(bundle),
+                                                       "RELITCAM_EVAL_OPENING_GAIN": f"{gain:.3f}",
+                                                       "RELITCAM_EVAL_CONSISTENT": "1"})}
+    for key, (avatar, env) in renderers.items():
         mp4 = out_dir / f"driven_{speech.stem}_{key}.mp4"
+        done = out_dir / f"sync_{key}.json"
+        if done.is_file() and mp4.is_file() and (out_dir / f"render_{key}.json").is_file():  # reuse a finished run
+            out[key] = {"render": json.loads((out_dir / f"render_{key}.json").read_text()), "mp4": str(mp4),
+                        **json.loads(done.read_text()), "reused": True}
+            continue
         render = run_cmd(RELITCAM + ["run", "--avatar", avatar, "--source", "file", "--audio", str(speech),
                                      "--offline", "--fps", "30", "--mp4", str(mp4), "--no-hotkeys",
                                      "--stats", str(out_dir / f"run_stats_{key}.json")], out_dir / f"run_{key}.log",
                          env)
+        (out_dir / f"render_{key}.json").write_text(json.dumps(render))
         out[key] = {"render": render, "mp4": str(mp4), **_sync(mp4, out_dir / f"sync_{key}")}
-    out["real_video"] = _sync(video, out_dir / "sync_real_video")
+    real = out_dir / "sync_real_video.json"
+    out["real_video"] = json.loads(real.read_text()) if real.is_file() else _sync(video, out_dir / "sync_real_video")
     return out
 
 
 def _sync(path: Path, stem: Path) -> dict:
     report_path = stem.with_suffix(".json")
     cmd = run_cmd(RELITCAM + ["eval", "--sync", str(path), "-o", str(report_path)], stem.with_suffix(".log"))
-    return {**json.loads(report_path.read_text()), "sync_command": cmd}
+    report = {**json.loads(report_path.read_text()), "sync_command": cmd}
+    report_path.write_text(json.dumps(report, indent=1))
+    return report
 
 
 # ------------------------------------------------------------------------------------------------ contact sheet
@@ -428,23 +488,25 @@ def main(argv: list[str] | None = None) -> int:
         report.update({"bundle": str(bundle), "work_dir": str(workdir)})
         out = out / args.retrain_mouth
         out.mkdir(parents=True, exist_ok=True)
+    report["opening_gain"] = training_opening_gain(workdir, bundle, args.train_fraction)
+    gain = report["opening_gain"]["gain"]
     if "heldout" not in args.skip:
-        report["heldout"] = evaluate_heldout(workdir, bundle, args.video, out, args.every, args.train_fraction)
+        report["heldout"] = evaluate_heldout(workdir, bundle, args.video, out, args.every, args.train_fraction, gain)
         report_path.write_text(json.dumps(report, indent=1))
         print(json.dumps({v: {k: r["mean"] for k, r in d.items()} for v, d in report["heldout"]["variants"].items()},
                          indent=1), flush=True)
-    if "sheet" not in args.skip:
-        from models.enroll.holdout import consistent_mouth_renderer
+    if "sheet" not in args.skip or "contact_sheet" not in report:
+        from models.enroll.holdout import opening_gain_renderer
         from stream.bundle_renderer import BundleRenderer
 
         report["contact_sheet"] = {
             "live_renderer": contact_sheet(BundleRenderer(bundle, threads=1), workdir, args.speech,
                                            out / "contact_sheet.png"),
-            "training_consistent_mouth_inputs": contact_sheet(consistent_mouth_renderer(bundle, threads=1), workdir,
-                                                              args.speech, out / "contact_sheet_consistent.png")}
+            "live_renderer_opening_gain": contact_sheet(opening_gain_renderer(bundle, gain, threads=1), workdir,
+                                                        args.speech, out / "contact_sheet_opening_gain.png")}
         report_path.write_text(json.dumps(report, indent=1))
     if "sync" not in args.skip:
-        report["lip_sync"] = lip_sync(bundle, args.speech, args.video, out)
+        report["lip_sync"] = lip_sync(bundle, args.speech, args.video, out, gain)
         report_path.write_text(json.dumps(report, indent=1))
         print(json.dumps({k: v.get("lip_sync") for k, v in report["lip_sync"].items()}), flush=True)
     report["machine"]["load_avg_at_end"] = list(os.getloadavg())

@@ -102,3 +102,26 @@ def test_random_lightings_are_plausible():
         lt = random_lighting(rng)
         assert lt.sh.shape == (9, 3) and lt.dirs.shape == (1, 3) and float(lt.dirs[0, 2]) > 0.1
         assert torch.all(lt.colours >= 0) and float(lt.sh[0].min()) > 0
+
+
+def test_gradient_loss_sees_edges_not_offsets_and_trains():
+    from models.enroll.mouth import gradient_l1
+
+    a = torch.zeros(1, 3, 8, 8)
+    a[..., 4:] = 1.0
+    assert float(gradient_l1(a, a + 0.3)) < 1e-7  # a constant offset has the same edges
+    shifted = torch.roll(a, 1, dims=-1)
+    assert float(gradient_l1(shifted, a)) > 0.01
+    assert "w_relit_grad" not in MouthParams().to_json()  # off by default: older work folders' records still match
+    assert MouthParams(w_relit_grad=1.0).to_json()["w_relit_grad"] == 1.0
+    rng = np.random.default_rng(1)
+    meshes = np.stack([_mesh(d) for d in (0.0, 3.0)])
+    params = MouthParams(widths=(8, 16), steps=2, batch=2, checkpoint_every_s=1e9, w_relit_grad=1.0, w_inside_mask=2.0)
+    samples = build_samples(_layers(2, rng), meshes, load_topology().triangles, S, params)
+    decomposition = DecompositionModelTorch(DecomposeParams(widths=(8, 16)))
+    from models.enroll.mouth import mouth_losses, sample_mouth_batch
+    from models.enroll.nets import MouthNet
+
+    batch = sample_mouth_batch(samples, rng, params)
+    terms = mouth_losses(batch, MouthNet(widths=(8, 16)), decomposition, [random_lighting(rng)], params)
+    assert torch.isfinite(terms["total"]) and float(terms["relit"]) > 0

@@ -137,3 +137,23 @@ def test_round_trip_on_a_real_frame():
     crop = np.clip(np.rint(sample_crop(frame, crop_rect(a, s), s, s)), 0, 255).astype(np.uint8)
     back = paste_crop(frame, crop, np.ones((s, s)), a)
     assert psnr_db(back, frame) > 40.0
+
+
+def test_opening_gain_scales_only_the_opening_component():
+    from models.enroll.holdout import amplify_opening, opening_axis, opening_gain
+
+    rng = np.random.default_rng(4)
+    verts = np.array([0, 13, 14, 17])
+    basis = rng.normal(size=(5, 4, 3))
+    axis = opening_axis(basis, verts)
+    assert abs(np.linalg.norm(axis) - 1) < 1e-9
+    d = basis[:, 1, 1] - basis[:, 2, 1]  # gap is linear in the coefficients along axis
+    c = rng.normal(size=(50, 5))
+    out = amplify_opening(c, axis, 3.0)
+    np.testing.assert_allclose(out @ d, 3.0 * (c @ d), rtol=1e-4, atol=1e-4)
+    ortho = c - np.outer(c @ axis, axis)
+    np.testing.assert_allclose(out - np.outer(out @ axis, axis), ortho, atol=1e-5)
+    measured = c
+    pred = 0.25 * c + 0.01 * rng.normal(size=c.shape)
+    assert 3.5 < opening_gain(pred, measured, axis) <= 4.0
+    assert opening_gain(measured, measured, axis) == 1.0

@@ -119,6 +119,13 @@ def consistent_mouth_renderer(bundle_path=None, **kwargs):
     in $RELITCAM_EVAL_BUNDLE."""
     import os
 
+    path = bundle_path or os.environ.get("RELITCAM_EVAL_BUNDLE")
+    if not path:
+        raise ValueError("consistent_mouth_renderer needs the bundle folder (argument or $RELITCAM_EVAL_BUNDLE)")
+    return _consistent_class()(path, **kwargs)
+
+
+def _consistent_class():
     from models.enroll.mouth import mouth_coarse_normals, mouth_region_mask
     from stream.bundle_renderer import BundleRenderer
 
@@ -144,7 +151,65 @@ def consistent_mouth_renderer(bundle_path=None, **kwargs):
                     "idle_normals": chw(layers.normals[by:by + m, bx:bx + m] * keep),
                     "mouth_mask": mask.astype(np.float32)[None, None]}
 
+    return ConsistentMouthRenderer
+
+
+# ------------------------------------------------------------------------------------- mouth-opening amplitude
+
+
+UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14  # inner-lip midpoints of the 468-point mesh
+
+
+def opening_axis(expression_basis: np.ndarray, expression_vertices: np.ndarray) -> np.ndarray:
+    """Unit vector u (n_lip,) in lip-coefficient space along which the inner-lip gap (canonical y of vertex 13 minus
+    vertex 14) changes fastest: the gap is linear in the coefficients, gap(c) = gap(0) + |d| c.u."""
+    rows = {int(v): k for k, v in enumerate(np.asarray(expression_vertices))}
+    b = np.asarray(expression_basis, np.float64)
+    d = b[:, rows[UPPER_INNER_LIP], 1] - b[:, rows[LOWER_INNER_LIP], 1]
+    return d / np.linalg.norm(d)
+
+
+def opening_gain(pred: np.ndarray, measured: np.ndarray, axis: np.ndarray, max_gain: float = 4.0) -> float:
+    """std of the measured coefficients' opening component over std of the predicted one (regression shrinks
+    predictions toward the mean by about their correlation; this restores the opening's amplitude), capped."""
+    sp, sm = float(np.std(np.asarray(pred) @ axis)), float(np.std(np.asarray(measured) @ axis))
+    return float(min(max(sm / max(sp, 1e-9), 1.0), max_gain))
+
+
+def amplify_opening(coeffs: np.ndarray, axis: np.ndarray, gain: float, centre: np.ndarray | None = None) -> np.ndarray:
+    """Coefficients with their opening component (about `centre`, default 0 = the PCA mean) scaled by `gain`; the
+    other directions untouched."""
+    c = np.asarray(coeffs, np.float64)
+    centre = np.zeros_like(c) if centre is None else np.asarray(centre, np.float64)
+    along = (c - centre) @ axis
+    return (c + (gain - 1.0) * np.multiply.outer(along, axis)).astype(np.float32)
+
+
+def opening_gain_renderer(bundle_path=None, gain: float | None = None, consistent: bool | None = None, **kwargs):
+    """A BundleRenderer whose predicted lip coefficients have their mouth-opening component scaled by `gain`
+    ($RELITCAM_EVAL_OPENING_GAIN): what restoring the audio head's amplitude would give, measured through the same
+    live renderer (`relitcam run --avatar models.enroll.holdout:opening_gain_renderer`, bundle in
+    $RELITCAM_EVAL_BUNDLE). consistent ($RELITCAM_EVAL_CONSISTENT=1): on top of consistent_mouth_renderer."""
+    import os
+
+    from stream.bundle_renderer import BundleRenderer
+
     path = bundle_path or os.environ.get("RELITCAM_EVAL_BUNDLE")
+    g = float(gain if gain is not None else os.environ.get("RELITCAM_EVAL_OPENING_GAIN", "1"))
+    if consistent is None:
+        consistent = os.environ.get("RELITCAM_EVAL_CONSISTENT", "0") == "1"
     if not path:
-        raise ValueError("consistent_mouth_renderer needs the bundle folder (argument or $RELITCAM_EVAL_BUNDLE)")
-    return ConsistentMouthRenderer(path, **kwargs)
+        raise ValueError("opening_gain_renderer needs the bundle folder (argument or $RELITCAM_EVAL_BUNDLE)")
+    base = _consistent_class() if consistent else BundleRenderer
+
+    class OpeningGainRenderer(base):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            arrays = self.bundle.arrays
+            self.opening_axis = opening_axis(arrays["expression_basis"], arrays["expression_vertices"])
+            self.opening_gain = g
+
+        def lip_coeffs(self, mel_window):
+            return amplify_opening(super().lip_coeffs(mel_window), self.opening_axis, self.opening_gain)
+
+    return OpeningGainRenderer(path, **kwargs)
