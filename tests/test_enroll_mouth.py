@@ -124,4 +124,4 @@ def test_gradient_loss_sees_edges_not_offsets_and_trains():
 
     batch = sample_mouth_batch(samples, rng, params)
     terms = mouth_losses(batch, MouthNet(widths=(8, 16)), decomposition, [random_lighting(rng)], params)
-    assert torch.isfinite(terms["total"]) and float(terms["relit"]) > 0
+    assert torch.isfinite(terms["total"].detach()) and float(terms["relit"].detach()) > 0
