@@ -125,3 +125,18 @@ def test_gradient_loss_sees_edges_not_offsets_and_trains():
     batch = sample_mouth_batch(samples, rng, params)
     terms = mouth_losses(batch, MouthNet(widths=(8, 16)), decomposition, [random_lighting(rng)], params)
     assert torch.isfinite(terms["total"].detach()) and float(terms["relit"].detach()) > 0
+
+
+def test_blend_covers_the_mask():
+    from models.enroll.mouth import CoveringMouthNet, make_mouth_net
+
+    net = make_mouth_net(MouthParams(widths=(8, 16)))
+    assert isinstance(net, CoveringMouthNet)
+    assert not isinstance(make_mouth_net(MouthParams(widths=(8, 16), cover_mask=False)), CoveringMouthNet)
+    mask = torch.zeros(1, 1, 24, 24)
+    mask[..., 6:18, 6:18] = 1.0
+    x = torch.zeros(1, 3, 24, 24)
+    with torch.no_grad():
+        _, _, _, blend = net(x, x, x, mask)
+    assert float(blend[..., 9:15, 9:15].min()) > 0.999  # inside: the net's mouth, whatever its learned blend
+    assert float(blend[..., 0, 0]) < 0.99

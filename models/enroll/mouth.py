@@ -82,6 +82,11 @@ class MouthParams:
     w_layers: float = 0.5
     w_blend_outside: float = 0.5
     w_blend_tv: float = 0.05
+    # The blend is at least a feathered copy of the mouth mask (CoveringMouthNet): without it the learned blend
+    # settled at ~0.13 inside the mask on the real clip (a real mouth of another frame under the blend costs less
+    # L1 than the net's own mouth), so the live avatar showed the idle loop's recorded lips, not the driven ones.
+    cover_mask: bool = True
+    feather_px: int = 3
     shininess: float = 32.0
     checkpoint_every_s: float = 120.0
     seed: int = 0
@@ -101,6 +106,8 @@ class MouthParams:
         for key in ("w_relit_grad", "w_inside_mask"):  # off: recorded as before they existed (work folders stay valid)
             if d[key] == 0:
                 del d[key]
+        if not d["cover_mask"]:
+            del d["cover_mask"], d["feather_px"]
         return d
 
 
@@ -283,7 +290,7 @@ def relight(albedo, normals, spec_weight, lighting: TorchLighting, shading_net, 
 # -------------------------------------------------------------------------------------------------------- training
 
 
-def mouth_losses(batch: MouthBatch, net: MouthNet, decomposition: DecompositionModelTorch,
+def mouth_losses(batch: MouthBatch, net: torch.nn.Module, decomposition: DecompositionModelTorch,
                  lightings: list[TorchLighting], params: MouthParams) -> dict[str, torch.Tensor]:
     albedo, normals, spec, blend = net(batch.coarse_normals, batch.idle_albedo, batch.idle_normals, batch.mask)
     comp_a = blend * albedo + (1 - blend) * batch.under_albedo
@@ -322,6 +329,30 @@ def gradient_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
     return (w[..., :, 1:] * dx.abs()).mean() + (w[..., 1:, :] * dy.abs()).mean()
 
 
+class CoveringMouthNet(torch.nn.Module):
+    """MouthNet whose blend is forced to cover the mouth mask: blend = 1 - (1 - learned) * (1 - cover), with cover
+    the mask averaged over a (2 feather_px + 1)^2 window (1 inside, 0.5 on its edge, 0 beyond feather_px outside).
+    Same inputs and outputs as MouthNet (the bundle's `mouth` net contract); the learned blend can only extend it."""
+
+    def __init__(self, widths: tuple[int, ...], feather_px: int = 3):
+        super().__init__()
+        self.net = MouthNet(widths=tuple(widths))
+        self.feather_px = int(feather_px)
+
+    def forward(self, coarse_normals, idle_albedo, idle_normals, mouth_mask):
+        albedo, normals, spec_weight, blend = self.net(coarse_normals, idle_albedo, idle_normals, mouth_mask)
+        r = self.feather_px
+        cover = torch.nn.functional.avg_pool2d(mouth_mask, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+        return albedo, normals, spec_weight, 1.0 - (1.0 - blend) * (1.0 - cover)
+
+
+def make_mouth_net(params: dict | MouthParams) -> torch.nn.Module:
+    p = params.to_json() if isinstance(params, MouthParams) else params
+    if p.get("cover_mask", False):
+        return CoveringMouthNet(tuple(p["widths"]), int(p.get("feather_px", 3)))
+    return MouthNet(widths=tuple(p["widths"]))
+
+
 def learned_lighting(decomposition: DecompositionModelTorch) -> TorchLighting:
     dirs, colours = decomposition.specular_lights()
     return TorchLighting(torch.from_numpy(decomposition.sh_coeffs()), torch.from_numpy(dirs),
@@ -330,7 +361,7 @@ def learned_lighting(decomposition: DecompositionModelTorch) -> TorchLighting:
 
 @dataclass
 class MouthResult:
-    net: MouthNet
+    net: torch.nn.Module
     params: MouthParams
     mouth_px: int
     steps_done: int
@@ -346,7 +377,7 @@ def train_mouth(workdir: WorkDir, samples: MouthSamples, decomposition: Decompos
     lighting and shading correction) is frozen."""
     params = params or MouthParams()
     torch.manual_seed(params.seed)
-    net = MouthNet(widths=tuple(params.widths))
+    net = make_mouth_net(params)
     opt = torch.optim.Adam(net.parameters(), lr=params.lr)
     rng = np.random.default_rng(params.seed)
     for p in decomposition.parameters():
@@ -381,12 +412,12 @@ def save_mouth(workdir: WorkDir, result: MouthResult) -> None:
                     "final_losses": result.loss_history[-1] if result.loss_history else {}}, tmp)
 
 
-def load_mouth(workdir: WorkDir) -> tuple[MouthNet, dict]:
+def load_mouth(workdir: WorkDir) -> tuple[torch.nn.Module, dict]:
     path = workdir.path(MODEL_FILE)
     if not path.is_file():
         raise ValueError(f"no trained mouth net in {workdir.root} ({MODEL_FILE} missing); run train_mouth")
     state = torch.load(path, map_location="cpu", weights_only=False)
-    net = MouthNet(widths=tuple(state["params"]["widths"]))
+    net = make_mouth_net(state["params"])
     net.load_state_dict(state["net"])
     return net.eval(), state
 
