@@ -133,10 +133,10 @@ def test_blend_covers_the_mask():
     net = make_mouth_net(MouthParams(widths=(8, 16)))
     assert isinstance(net, CoveringMouthNet)
     assert not isinstance(make_mouth_net(MouthParams(widths=(8, 16), cover_mask=False)), CoveringMouthNet)
-    mask = torch.zeros(1, 1, 24, 24)
-    mask[..., 6:18, 6:18] = 1.0
-    x = torch.zeros(1, 3, 24, 24)
+    mask = torch.zeros(1, 1, 48, 48)
+    mask[..., 10:38, 10:38] = 1.0
+    x = torch.zeros(1, 3, 48, 48)
     with torch.no_grad():
         _, _, _, blend = net(x, x, x, mask)
-    assert float(blend[..., 9:15, 9:15].min()) > 0.999  # inside: the net's mouth, whatever its learned blend
-    assert float(blend[..., 0, 0]) < 0.99
+    assert float(blend[..., 17:31, 17:31].min()) > 0.999  # inside: the net's mouth, whatever its learned blend
+    assert float(blend[..., 0, :].max()) < 0.1 and float(blend[..., :, -1].max()) < 0.1  # fades out at the box border

@@ -82,11 +82,12 @@ class MouthParams:
     w_layers: float = 0.5
     w_blend_outside: float = 0.5
     w_blend_tv: float = 0.05
-    # The blend is at least a feathered copy of the mouth mask (CoveringMouthNet): without it the learned blend
-    # settled at ~0.13 inside the mask on the real clip (a real mouth of another frame under the blend costs less
-    # L1 than the net's own mouth), so the live avatar showed the idle loop's recorded lips, not the driven ones.
+    # The blend is at least a feathered copy of the mouth mask, fading to 0 at the box border (CoveringMouthNet):
+    # without it the learned blend settled at ~0.13 inside the mask on the real clip (a real mouth of another frame
+    # under the blend costs less L1 than the net's own mouth), so the live avatar showed the idle loop's recorded
+    # lips, not the driven ones.
     cover_mask: bool = True
-    feather_px: int = 3
+    feather_px: int = 6
     shininess: float = 32.0
     checkpoint_every_s: float = 120.0
     seed: int = 0
@@ -330,11 +331,13 @@ def gradient_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
 
 
 class CoveringMouthNet(torch.nn.Module):
-    """MouthNet whose blend is forced to cover the mouth mask: blend = 1 - (1 - learned) * (1 - cover), with cover
-    the mask averaged over a (2 feather_px + 1)^2 window (1 inside, 0.5 on its edge, 0 beyond feather_px outside).
-    Same inputs and outputs as MouthNet (the bundle's `mouth` net contract); the learned blend can only extend it."""
+    """MouthNet whose blend is forced to cover the mouth mask and to fade out at the box border:
+    blend = edge * (1 - (1 - learned) * (1 - cover)), cover = the mask averaged over a (2 feather_px + 1)^2 window
+    (1 inside, 0.5 on its edge, 0 beyond feather_px outside), edge = a ramp from 0 on the box border to 1 at
+    feather_px inside (the mask can reach past the box, e.g. under the nose: a blend of 1 there is a hard seam).
+    Same inputs and outputs as MouthNet (the bundle's `mouth` net contract)."""
 
-    def __init__(self, widths: tuple[int, ...], feather_px: int = 3):
+    def __init__(self, widths: tuple[int, ...], feather_px: int = 6):
         super().__init__()
         self.net = MouthNet(widths=tuple(widths))
         self.feather_px = int(feather_px)
@@ -342,14 +345,20 @@ class CoveringMouthNet(torch.nn.Module):
     def forward(self, coarse_normals, idle_albedo, idle_normals, mouth_mask):
         albedo, normals, spec_weight, blend = self.net(coarse_normals, idle_albedo, idle_normals, mouth_mask)
         r = self.feather_px
-        cover = torch.nn.functional.avg_pool2d(mouth_mask, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-        return albedo, normals, spec_weight, 1.0 - (1.0 - blend) * (1.0 - cover)
+        cover = torch.nn.functional.avg_pool2d(mouth_mask, 2 * r + 1, stride=1, padding=r, count_include_pad=True)
+        h, w = mouth_mask.shape[-2:]
+        ys = torch.arange(h, dtype=mouth_mask.dtype, device=mouth_mask.device)
+        xs = torch.arange(w, dtype=mouth_mask.dtype, device=mouth_mask.device)
+        ramp_y = torch.clamp((torch.minimum(ys, h - 1 - ys) + 0.5) / r, 0.0, 1.0)
+        ramp_x = torch.clamp((torch.minimum(xs, w - 1 - xs) + 0.5) / r, 0.0, 1.0)
+        edge = ramp_y[:, None] * ramp_x[None, :]
+        return albedo, normals, spec_weight, edge * (1.0 - (1.0 - blend) * (1.0 - cover))
 
 
 def make_mouth_net(params: dict | MouthParams) -> torch.nn.Module:
     p = params.to_json() if isinstance(params, MouthParams) else params
     if p.get("cover_mask", False):
-        return CoveringMouthNet(tuple(p["widths"]), int(p.get("feather_px", 3)))
+        return CoveringMouthNet(tuple(p["widths"]), int(p.get("feather_px", 6)))
     return MouthNet(widths=tuple(p["widths"]))
 
 
