@@ -15,12 +15,18 @@
 4. normals: mean angular error (degrees) in the face oval of the refined normals and of the coarse mesh normals
    against the ground-truth normals.
 
+`--param NAME=VALUE` overrides a DecomposeParams field (the decomposition retrains when its params differ; the
+prepared frames in --workdir are reused); `--no-mouth` skips the mouth net for quick decomposition experiments. The
+report also has the learned specular key against the clip's and the mean C_spec on the face (diagnostics only: the
+ground truth is never used in training).
+
 Writes the JSON report and a contact sheet (rows: lightings; columns: ground truth / folded / net for a few frames).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -82,6 +88,38 @@ def _relit(layers_albedo, layers_normals, layers_spec, lighting, shading_net, sh
     return out[0].permute(1, 2, 0).numpy()
 
 
+def _param_overrides(items: list[str]) -> dict:
+    """NAME=VALUE strings -> DecomposeParams keyword overrides, each parsed as the field's type."""
+    fields = {f.name for f in dataclasses.fields(DecomposeParams)}
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--param: DecomposeParams has no field {name!r}")
+        default = getattr(DecomposeParams, name, None)
+        if isinstance(default, bool):
+            out[name] = value.lower() in ("1", "true", "yes")
+        elif isinstance(default, tuple):
+            out[name] = tuple(int(v) for v in value.split(","))
+        else:
+            out[name] = type(default)(value) if default is not None else float(value)
+    return out
+
+
+def _model_key(dec_state: dict) -> str:
+    return json.dumps([dec_state["params"], dec_state["steps"], dec_state["elapsed_s"]], sort_keys=True)
+
+
+def _tag_mouth(wd: WorkDir, dec_state: dict) -> None:
+    """Record which decomposition the mouth net was trained on (in its model file)."""
+    from models.enroll.mouth import MODEL_FILE as MOUTH_FILE
+
+    path = wd.path(MOUTH_FILE)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state["decompose_key"] = _model_key(dec_state)
+    torch.save(state, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--synth", type=Path, required=True)
@@ -92,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decompose-steps", type=int, default=DecomposeParams.steps)
     ap.add_argument("--mouth-steps", type=int, default=MouthParams.steps)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-mouth", action="store_true", help="skip the mouth net (and its variant): decomposition only")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a DecomposeParams field (repeatable), e.g. --param steps=1600")
     ap.add_argument("--out", type=Path, required=True, help="JSON report; the contact sheet goes next to it (.png)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -103,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     n_train = int(args.train_frac * n)
     timings = {"prepare_s": time.perf_counter() - t0}
 
-    dparams = DecomposeParams(steps=args.decompose_steps)
+    dparams = DecomposeParams(**{"steps": args.decompose_steps, **_param_overrides(args.param)})
     t = time.perf_counter()
     pool = load_pool(prepared, pool_indices(0, n_train, dparams.max_pool_frames), dparams.work_scale)
     timings["pool_s"] = time.perf_counter() - t
@@ -116,22 +157,25 @@ def main(argv: list[str] | None = None) -> int:
         decomposition, dec_state = load_model(wd)
     timings["decompose_train_s"] = float(dec_state["elapsed_s"])
 
-    mparams = MouthParams(steps=args.mouth_steps)
-    topo = load_topology()
-    t = time.perf_counter()
-    train_idx = pool.indices
-    train_layers = decompose_prepared(decomposition, prepared, train_idx, fold_residual=True)
-    samples = build_samples(train_layers, prepared.landmarks_px[train_idx], topo.triangles, s, mparams)
-    del train_layers
-    timings["mouth_samples_s"] = time.perf_counter() - t
-    try:
-        mouth, mouth_state = load_mouth(wd)
-        if mouth_state["params"] != mparams.to_json():
-            raise ValueError("other params")
-    except ValueError:
-        train_mouth(wd, samples, decomposition, mparams)
-        mouth, mouth_state = load_mouth(wd)
-    timings["mouth_train_s"] = float(mouth_state["elapsed_s"])
+    if not args.no_mouth:
+        mparams = MouthParams(steps=args.mouth_steps)
+        topo = load_topology()
+        t = time.perf_counter()
+        train_idx = pool.indices
+        train_layers = decompose_prepared(decomposition, prepared, train_idx, fold_residual=True)
+        samples = build_samples(train_layers, prepared.landmarks_px[train_idx], topo.triangles, s, mparams)
+        del train_layers
+        timings["mouth_samples_s"] = time.perf_counter() - t
+        try:
+            mouth, mouth_state = load_mouth(wd)
+            # The mouth net is trained on the decomposition's layers: a retrained decomposition needs a new one.
+            if mouth_state["params"] != mparams.to_json() or mouth_state.get("decompose_key") != _model_key(dec_state):
+                raise ValueError("other params")
+        except ValueError:
+            train_mouth(wd, samples, decomposition, mparams, resume=False)
+            mouth, mouth_state = load_mouth(wd)
+            _tag_mouth(wd, dec_state)
+        timings["mouth_train_s"] = float(mouth_state["elapsed_s"])
 
     # ---------------------------------------------------------------------------------------- evaluation frames
     eval_pos = np.arange(n_train, n, args.every)
@@ -139,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     folded = decompose_prepared(decomposition, prepared, eval_pos, fold_residual=True)
     net_albedo = folded.albedo_net
-    lms = prepared.landmarks_px[eval_pos]
-    m = samples.mouth_px
-    boxes = np.stack([mouth_box(lm, s, m, mparams.box_center_down_frac) for lm in lms])
-    with_mouth = paste_mouth(mouth, folded, lms, lms, topo.triangles, boxes, m, samples.grow_px)
+    if not args.no_mouth:
+        lms = prepared.landmarks_px[eval_pos]
+        m = samples.mouth_px
+        boxes = np.stack([mouth_box(lm, s, m, mparams.box_center_down_frac) for lm in lms])
+        with_mouth = paste_mouth(mouth, folded, lms, lms, topo.triangles, boxes, m, samples.grow_px)
     timings["eval_layers_s"] = time.perf_counter() - t
     face = prepared.masks(eval_pos)["face"]
     coarse = np.stack([prepared._read("normals", int(i)) for i in eval_pos]).astype(np.float32)
@@ -175,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = {
         "folded": (folded.albedo, folded.normals, folded.spec_weight, sc),
         "net": (net_albedo, folded.normals, folded.spec_weight, sc),
-        "folded+mouth": (with_mouth.albedo, with_mouth.normals, with_mouth.spec_weight, sc),
         "folded_no_shading_net": (folded.albedo, folded.normals, folded.spec_weight, None),
     }
+    if not args.no_mouth:
+        variants["folded+mouth"] = (with_mouth.albedo, with_mouth.normals, with_mouth.spec_weight, sc)
     preds = {v: {name: np.stack([_relit(a[k], nn[k], c[k], lightings[name], net, decomposition.shininess)
                                  for k in range(eval_pos.size)]) for name in names}
              for v, (a, nn, c, net) in variants.items()}
@@ -212,7 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         "coarse_mesh": float(np.mean([_angles_deg(coarse[k], gt_normals[k], face[k]) for k in range(len(face))])),
     }
     report["learned_sh"] = decomposition.sh_coeffs().tolist()
-    report["clip_sh"] = load_lighting(args.synth / manifest["lightings"]["clip"]).sh_coeffs.tolist()
+    clip = load_lighting(args.synth / manifest["lightings"]["clip"])
+    report["clip_sh"] = clip.sh_coeffs.tolist()
+    # The specular key against the clip's (reported only; never used in training).
+    key_dirs, key_rgb = decomposition.specular_lights()
+    report["learned_key"] = {"dir": key_dirs[0].tolist(), "rgb": key_rgb[0].tolist(),
+                             "deg_from_clip_key": float(np.degrees(np.arccos(np.clip(
+                                 key_dirs[0] @ clip.light_dirs[0], -1.0, 1.0)))) if clip.num_lights else None,
+                             "clip_rgb": clip.light_colours[0].tolist() if clip.num_lights else None}
+    report["spec_weight_face_mean"] = float(folded.spec_weight[face].mean())
+    report["decompose_params"] = dparams.to_json()
     report["folded_fraction"] = folded.folded_fraction
     report["timings_s"]["total_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -221,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({v: {k: r[k] for k in ("psnr_db", "ssim", "gain_rgb")} for v, r in report["variants"].items()},
                      indent=1))
     print("normals_deg", report["normals_deg"], "timings", {k: round(v, 1) for k, v in timings.items()})
+    print("key", report["learned_key"], "spec_weight_face_mean", round(report["spec_weight_face_mean"], 3))
+    print("per_lighting (folded)", {k: (round(r["psnr_db"], 2), round(r["ssim"], 3))
+                                    for k, r in report["variants"]["folded"]["per_lighting"].items()})
     return 0
 
 
@@ -231,7 +289,7 @@ def _sheet(path: Path, names: list[str], gt: dict, preds: dict, report: dict, fr
     n_eval = next(iter(gt.values())).shape[0]
     pick = np.linspace(0, n_eval - 1, min(frames, n_eval)).round().astype(int)
     s = next(iter(gt.values())).shape[1]
-    cols = [("GT", None), ("folded+mouth", "folded+mouth"), ("net albedo", "net")]
+    cols = [("GT", None), ("folded+mouth", "folded+mouth" if "folded+mouth" in preds else "folded"), ("net albedo", "net")]
     sheet = Image.new("RGB", (len(pick) * len(cols) * s, len(names) * s + 20), "white")
     draw = ImageDraw.Draw(sheet)
     for j, k in enumerate(pick):
