@@ -1,5 +1,5 @@
-"""Shared pytest setup: GPU tests are skipped with a reason when CuPy has no CUDA device, and a small writer of
-Radiance .hdr files (flat or run-length scanlines) for tests of the reader."""
+"""Shared pytest setup: GPU tests are skipped with a reason when CuPy has no CUDA device; a one-torch-thread fixture;
+and a small writer of Radiance .hdr files (flat or run-length scanlines) for tests of the reader."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ import pytest
 from models.xp import cupy_available
 
 GPU_SKIP_REASON = "needs CuPy with a CUDA device (models.xp.cupy_available() is False)"
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny convolutions are dominated by thread hand-offs: one torch thread is faster and deterministic."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -28,13 +28,7 @@ S = 48
 LIGHT_DIR = np.array([0.6, 0.35, 0.72]) / np.linalg.norm([0.6, 0.35, 0.72])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convolutions are dominated by thread hand-offs; one thread is faster and deterministic.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _sphere(cx: float, cy: float, r: float) -> tuple[np.ndarray, np.ndarray]:

@@ -26,12 +26,7 @@ S = 64
 UPPER_INNER, LOWER_INNER = 13, 14  # inner-lip midpoints of the 468-point mesh
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _mesh(jaw_drop_px: float = 0.0) -> np.ndarray:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from models.enroll.holdout import (crop_footprint_bbox, crop_to_image_points, full_frame_ssim, heldout_mel_windows,
                                    mouth_box_in_frame, paste_crop)
@@ -24,12 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV_VIDEO = Path("/work/shared/data/talking_obama_24s.mp4")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _script():
