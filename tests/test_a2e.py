@@ -3,14 +3,17 @@ exports the whole chain as one ONNX net with the bundle's input/output names."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from models.audio.mel import log_mel
-from models.audio.window import mel_frame_for_video_frame, mel_window
+from models.audio.window import mel_frame_for_video_frame, mel_window, mel_windows_for_video
 from models.enroll import audio_encoder as ae
-from models.enroll.a2e import A2EConfig, export_a2e_onnx, fit_personal_a2e, opening_direction
+from models.enroll.a2e import (A2EConfig, PersonalHead, export_a2e_onnx, fit_personal_a2e, opening_direction,
+                               spread_gains)
 from models.speech.espeak import SynthesisParams, synthesize
 from models.speech.script import random_script
 from models.speech.visemes import viseme_curves
@@ -98,3 +101,99 @@ def test_rejects_bad_inputs(enrollment):
         fit_personal_a2e(clip.samples, bad, FPS, encoder, FAST)
     with pytest.raises(ValueError, match="lip_coeffs"):
         fit_personal_a2e(clip.samples, lips[:, 0], FPS, encoder, FAST)
+
+
+# ------------------------------------------------------------------------------------ output spread calibration
+
+
+@pytest.fixture(scope="module")
+def shrinking(enrollment):
+    """Noisy audio (white noise, ~12 dB SNR) and lips with tracker noise as large as the articulation: a ridge fit
+    predicts visibly less spread than the measured lips have."""
+    clip, _, encoder = enrollment
+    _, visemes = _clip(3, "en-us+m3")
+    rng = np.random.default_rng(1)
+    signal = visemes @ rng.normal(0, 1, (4, 12))
+    lips = (signal + signal.std(0) * rng.normal(0, 1, signal.shape)).astype(np.float32)
+    audio = clip.samples + 0.25 * clip.samples.std() * rng.normal(0, 1, len(clip.samples)).astype(np.float32)
+    return audio.astype(np.float32), lips, encoder
+
+
+def _onnx_outputs(chain, audio, n_frames, path):
+    import onnxruntime as ort
+
+    assert export_a2e_onnx(chain, path) < 1e-4
+    c = chain.encoder.config
+    windows = mel_windows_for_video(log_mel(audio), FPS, n_frames, c.past_frames, c.lookahead_frames)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(["lip_coeffs"], {"mel_window": np.ascontiguousarray(windows.transpose(0, 2, 1), np.float32)})[0]
+
+
+def test_spread_calibration_matches_the_training_std_and_is_folded_into_the_export(shrinking, tmp_path):
+    audio, lips, encoder = shrinking
+    config = A2EConfig(steps=100, n_augmented_copies=1)
+    raw_chain, raw_report = fit_personal_a2e(audio, lips, FPS, encoder, replace(config, calibrate_spread=False))
+    chain, report = fit_personal_a2e(audio, lips, FPS, encoder, config)
+    n = report.n_train_frames
+    assert raw_report.spread_gain == [1.0] * 12
+    gain = np.array(report.spread_gain)
+    assert np.all(gain > 1.2) and np.all(gain < config.spread_gain_range[1])  # shrunk, and not clipped here
+
+    # Through the exported ONNX nets (what the bundle runs), on the training span's audio windows:
+    raw = _onnx_outputs(raw_chain, audio, len(lips), tmp_path / "raw.onnx")[:n]
+    cal = _onnx_outputs(chain, audio, len(lips), tmp_path / "calibrated.onnx")[:n]
+    target_std = lips[:n].std(0)
+    assert np.median(raw.std(0) / target_std) < 0.8  # the ridge head visibly shrinks
+    np.testing.assert_allclose(cal.std(0) / target_std, 1.0, atol=0.1)
+    # Folded as centre + gain * (raw - centre) per coefficient: cal - gain * raw is a constant per coefficient,
+    # with the centre at the raw prediction's training mean (the average pose is kept).
+    offset = cal - gain * raw
+    assert np.all(offset.std(0) < 1e-3 * target_std)
+    np.testing.assert_allclose(offset.mean(0) / (1.0 - gain), raw.mean(0), atol=0.02 * target_std.max())
+
+    # Held-out: correlations unchanged, spread restored toward the measured one.
+    np.testing.assert_allclose(report.per_coeff_r, raw_report.per_coeff_r, atol=1e-4)
+    np.testing.assert_allclose(report.val_std_ratio_uncalibrated, raw_report.val_std_ratio, atol=1e-5)
+    assert np.median(report.val_std_ratio) > np.median(raw_report.val_std_ratio) + 0.2
+    assert abs(np.median(report.val_std_ratio) - 1.0) < 0.25
+
+
+def test_spread_gain_never_sees_the_held_out_frames(shrinking):
+    audio, lips, encoder = shrinking
+    config = A2EConfig(steps=50, n_augmented_copies=0, try_mlp=False)
+    n = round(config.train_fraction * len(lips))
+    wider = lips.copy()
+    wider[n:] = lips[n:].mean(0) + 3.0 * (lips[n:] - lips[n:].mean(0))  # the held-out part moves 3x as much
+    _, report = fit_personal_a2e(audio, lips, FPS, encoder, config)
+    _, report_wider = fit_personal_a2e(audio, wider, FPS, encoder, config)
+    # The held-out part really differs (its std ratio drops ~3x) ...
+    np.testing.assert_allclose(np.array(report_wider.val_std_ratio) * 3.0, report.val_std_ratio, rtol=0.02)
+    # ... and the gains do not move.
+    np.testing.assert_allclose(report_wider.spread_gain, report.spread_gain, rtol=1e-6)
+    assert min(report.spread_gain) > 1.2
+
+
+def test_fold_output_gain_scales_linear_and_mlp_about_the_centre():
+    torch.manual_seed(0)
+    head = PersonalHead(10, 3, hidden=8, dropout=0.0, use_mlp=True).eval()
+    with torch.no_grad():
+        head.coeff_std.copy_(torch.tensor([2.0, 0.5, 1.0]))
+        head.coeff_mean.copy_(torch.tensor([1.0, -1.0, 0.0]))
+    x = torch.randn(64, 10)
+    with torch.no_grad():
+        before = head.standardised(x).numpy()
+        gain, centre = np.array([1.0, 2.5, 4.0]), np.array([0.3, -0.2, 0.0])
+        head.fold_output_gain(gain, centre)
+        after = head.standardised(x).numpy()
+        out = head(x).numpy()
+    np.testing.assert_allclose(after, centre + gain * (before - centre), atol=1e-5)
+    np.testing.assert_allclose(out, after * [2.0, 0.5, 1.0] + [1.0, -1.0, 0.0], atol=1e-5)
+
+
+def test_spread_gains_clip_to_the_range():
+    rng = np.random.default_rng(0)
+    target = rng.normal(0, 1, (500, 3))
+    pred = target * [0.5, 0.01, 2.0]  # shrunk 2x, nearly flat (would be 100x), wider than the target
+    np.testing.assert_allclose(spread_gains(pred, target, (1.0, 4.0)), [2.0, 4.0, 1.0])
+    with pytest.raises(ValueError, match="spread_gain_range"):
+        A2EConfig(spread_gain_range=(2.0, 1.0))
