@@ -1,8 +1,11 @@
 """The live pipeline: source -> features -> avatar renderer -> compositor -> sinks, on one clock.
 
-    source.chunks() ──AudioChunk──► MelFeatures ──MelWindow──► [render queue] ──► renderer + compositor ──Frame──►
-        │                                                       (bounded)          (worker thread)
+    source.chunks() ──AudioChunk──► MelFeatures ──MelWindow──► [render queue] ──► renderer ──► compositor ──Frame──►
+        │                                                       (bounded)        (thread)     (thread)
         └──AudioChunk──► audio sinks (MP4, WebRTC / virtual-mic delay lines)         [one queue per sink] ──► sinks
+
+The renderer and the compositor each have a thread, so frame n is composited while frame n+1 renders: the frame
+rate is bounded by the slower of the two, not by their sum, and a frame still leaves as soon as it is composited.
 
 Time: every frame carries the wall time its audio arrived. A frame that could not even start rendering within
 `latency_budget_ms` of its audio being complete is dropped and counted ("late"); a full render queue drops its
@@ -112,8 +115,9 @@ class Pipeline:
         for sink in sinks:
             self._follow_latency(sink)
         self._render_queue: DropQueue[MelWindow] = DropQueue(config.queue_frames, "render", lossless=not config.realtime)
-        # One worker: renders are sequential by contract, and a second thread would only fight the first for cores.
+        # One render thread (renders are sequential by contract) and one compose thread: two stages in flight.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._compose_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose")
         self._stop = asyncio.Event()
 
     def add_sink(self, sink: Sink) -> SinkRunner:
@@ -164,6 +168,7 @@ class Pipeline:
             for runner in list(self._sinks):
                 await runner.finish()
             self._worker.shutdown(wait=True)
+            self._compose_worker.shutdown(wait=True)
             self.stats.dropped["render_queue"] = self._render_queue.dropped
         errors = [r for r in self._sinks if r.error is not None]
         for r in errors:
@@ -190,39 +195,54 @@ class Pipeline:
     async def _render_loop(self) -> None:
         loop = asyncio.get_running_loop()
         budget_s = self.config.latency_budget_ms / 1000.0
-        render_timer, compose_timer = self.stats.timer("render"), self.stats.timer("compose")
-        latency_timer = self.stats.timer("audio_to_frame")
-        while True:
-            try:
-                window = await self._render_queue.get()
-            except QueueClosed:
-                return
-            now_s = self.clock.now_s()
-            if self.config.realtime and now_s - window.ready_s > budget_s:
-                self.stats.count_drop("late")
-                continue
-            lighting = self.lighting.current(now_s)
-            background = self.backgrounds.current
-            canvas, render_s, compose_s = await loop.run_in_executor(
-                self._worker, self._render_compose, window, lighting, background
-            )
-            render_timer.add_s(render_s)
-            compose_timer.add_s(compose_s)
-            frame = Frame(canvas, window.frame_index, window.frame_pts_s, window.audio_arrival_s)
-            done_s = self.clock.now_s()
-            latency_ms = 1000.0 * (done_s - window.audio_arrival_s)
-            latency_timer.add_s(latency_ms / 1000.0)
-            if self.config.realtime:
-                self.latency.add_ms(latency_ms)
-            self.stats.frame_sent(done_s)
-            for runner in self._sinks:
-                await runner.put(frame)
+        render_timer = self.stats.timer("render")
+        emitting: asyncio.Task | None = None  # the previous frame: compositing, then out to the sinks
+        try:
+            while True:
+                try:
+                    window = await self._render_queue.get()
+                except QueueClosed:
+                    break
+                now_s = self.clock.now_s()
+                if self.config.realtime and now_s - window.ready_s > budget_s:
+                    self.stats.count_drop("late")
+                    continue
+                lighting = self.lighting.current(now_s)
+                background = self.backgrounds.current
+                rendered, render_s = await loop.run_in_executor(self._worker, self._render, window, lighting)
+                render_timer.add_s(render_s)
+                if emitting is not None:
+                    await emitting  # frames leave in order; its error, if any, stops the loop here
+                compose = loop.run_in_executor(self._compose_worker, self._compose, rendered, background)
+                emitting = asyncio.create_task(self._emit(window, compose), name="emit")
+            if emitting is not None:
+                await emitting
+        finally:
+            if emitting is not None and not emitting.done():
+                emitting.cancel()
 
-    def _render_compose(self, window: MelWindow, lighting, background):
-        # Runs on the worker thread: renderer and compositor only, nothing that touches the event loop.
+    async def _emit(self, window: MelWindow, compose: asyncio.Future) -> None:
+        canvas, compose_s = await compose
+        self.stats.timer("compose").add_s(compose_s)
+        frame = Frame(canvas, window.frame_index, window.frame_pts_s, window.audio_arrival_s)
+        done_s = self.clock.now_s()
+        latency_ms = 1000.0 * (done_s - window.audio_arrival_s)
+        self.stats.timer("audio_to_frame").add_s(latency_ms / 1000.0)
+        if self.config.realtime:
+            self.latency.add_ms(latency_ms)
+        self.stats.frame_sent(done_s)
+        for runner in self._sinks:
+            await runner.put(frame)
+
+    def _render(self, window: MelWindow, lighting):
+        # Runs on the render thread: nothing that touches the event loop.
         t0 = self.clock.now_s()
         rendered = self.renderer.render(window.mel, lighting, window.frame_index)
         check_rendered(rendered, self.renderer.frame_size)
-        t1 = self.clock.now_s()
+        return rendered, self.clock.now_s() - t0
+
+    def _compose(self, rendered, background):
+        # Runs on the compose thread.
+        t0 = self.clock.now_s()
         canvas = self.compositor.process(rendered, background)
-        return canvas, t1 - t0, self.clock.now_s() - t1
+        return canvas, self.clock.now_s() - t0

@@ -290,6 +290,37 @@ def test_offline_run_renders_every_frame_and_the_mouth_follows_the_audio():
     assert max(dark[:14]) < min(dark[17:])
 
 
+def test_frame_n_composites_while_frame_n_plus_1_renders_and_frames_leave_in_order():
+    import threading
+    import time
+
+    spans = {"render": [], "compose": []}
+    renderer = SphereHeadRenderer(delay_s=0.02)
+    sink = RecordingSink()
+    pipeline = _pipeline(np.zeros(8000, np.float32), renderer, [sink], realtime=False)
+    render, compose = pipeline._render, pipeline.compositor.process
+
+    def timed(kind, fn):
+        def run(*args):
+            t0 = time.monotonic()
+            out = fn(*args)
+            if kind == "compose":
+                time.sleep(0.02)
+            spans[kind].append((t0, time.monotonic(), threading.current_thread().name))
+            return out
+        return run
+
+    pipeline._render = timed("render", render)
+    pipeline.compositor.process = timed("compose", compose)
+    asyncio.run(pipeline.run())
+    assert sink.indices == list(range(15))
+    assert {name.split("_")[0] for *_, name in spans["render"]} == {"render"}
+    assert {name.split("_")[0] for *_, name in spans["compose"]} == {"compose"}
+    # Compose n and render n+1 overlap in time: the two stages run side by side, not one after the other.
+    overlaps = sum(c0 < r1 and r0 < c1 for (c0, c1, _), (r0, r1, _) in zip(spans["compose"], spans["render"][1:]))
+    assert overlaps >= 10
+
+
 def test_live_run_behind_schedule_drops_frames_and_latency_stays_bounded():
     # Rendering takes 4 frame intervals: without dropping, the last frame would come ~3 s after its audio.
     renderer = SphereHeadRenderer(delay_s=4 / 30)
