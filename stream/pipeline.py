@@ -57,16 +57,13 @@ class PipelineConfig:
     realtime: bool = True  # False: offline, lossless, as fast as possible
     latency_budget_ms: float = 100.0  # longest a frame may wait, after its audio is complete, to start rendering
     queue_frames: int = 2  # depth of the render queue and of each sink's queue
-    avatar_height_frac: float = 1.0  # the avatar's height on the canvas, as a fraction of the canvas height
+    avatar_height_frac: float = 1.0  # the avatar's height on the canvas, as a fraction of it (checked by fit_avatar)
 
     def __post_init__(self) -> None:
         if self.fps not in (25.0, 30.0):
             raise ValueError(f"fps must be 25 or 30 (the rates video calls use), got {self.fps}")
         if self.latency_budget_ms <= 0:
             raise ValueError(f"latency_budget_ms must be positive, got {self.latency_budget_ms}")
-        if not 0.0 < self.avatar_height_frac <= 1.0:
-            raise ValueError(f"avatar height must be a fraction of the canvas height in (0, 1], "
-                             f"got {self.avatar_height_frac}")
         if self.queue_frames < 1:
             raise ValueError(f"queue_frames must be >= 1, got {self.queue_frames}")
 
