@@ -63,7 +63,7 @@ class MouthParams:
     box_center_down_frac: float = 0.1  # box centre below the lip region's centre, in M: room for the opening jaw
     mask_grow_frac: float = 0.02  # extra dilation of the mask, in S
     widths: tuple[int, ...] = (16, 32, 64)
-    steps: int = 500
+    steps: int = 2000  # 500 left the lips thin and the seam stair-stepped: +1.4 dB mouth PSNR on the real clip
     batch: int = 8
     lr: float = 2e-3
     final_lr_frac: float = 0.1
