@@ -1,7 +1,6 @@
 """Backgrounds the avatar is composited over: a few built-in ones plus pictures the user names.
 
-Each is prepared once at the canvas size in both encodings the compositor needs: sRGB uint8 for the pixels the
-avatar does not touch (copied as they are) and linear float for the region under the avatar (blended there).
+Each is prepared once at the canvas size as sRGB uint8, the encoding the compositor blends the avatar over.
 """
 
 from __future__ import annotations
@@ -11,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.colour import srgb_to_linear
 
 
 @dataclass(frozen=True)
 class Background:
     name: str
     srgb: np.ndarray  # uint8 (H, W, 3) at canvas size
-    linear: np.ndarray  # float32 (H, W, 3), the same picture in linear RGB
 
 
 def _vertical_gradient(size_px: tuple[int, int], top_srgb, bottom_srgb) -> np.ndarray:
@@ -69,7 +66,7 @@ def load_background(spec: str, size_px: tuple[int, int]) -> Background:
 
         srgb = _cover_resize(read_image_rgb(path), size_px)
         name = path.stem
-    return Background(name=name, srgb=srgb, linear=srgb_to_linear(srgb / np.float32(255)))
+    return Background(name=name, srgb=srgb)
 
 
 class BackgroundSet:

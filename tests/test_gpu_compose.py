@@ -64,9 +64,7 @@ def frame_case(tmp_path_factory):
     bx, by = (int(v) for v in a["idle_mouth_box"][i])
     mouth = MouthPatch(out["albedo"][0], out["normals"][0], out["spec_weight"][0, 0], out["blend"][0, 0], bx, by)
     srgb = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    from models.colour import srgb_to_linear
-
-    bg = Background("noise", srgb, srgb_to_linear(srgb / 255.0))
+    bg = Background("noise", srgb)
     return r, mel, lighting, idle, mouth, bg
 
 
@@ -75,8 +73,7 @@ def test_reference_equals_the_cpu_renderer_and_compositor(frame_case):
     rendered = r.render(mel, lighting, 1)
     for canvas_px in ((80, 48), (200, 128)):  # the 64 px crop shrinks to 48 px, or grows to 128 px
         comp = Compositor(canvas_px, r.frame_size)
-        bg_case = Background("noise", bg.srgb, bg.linear) if canvas_px == (80, 48) else \
-            BackgroundSet(["charcoal"], canvas_px).current
+        bg_case = bg if canvas_px == (80, 48) else BackgroundSet(["charcoal"], canvas_px).current
         want = comp.process(rendered, bg_case)
         got = compose_reference(idle, mouth, lighting, r.shininess, bg_case.srgb, comp.placement)
         # Pillow's 8-bit fixed-point resampling (growing) against the float definition.
