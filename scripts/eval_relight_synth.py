@@ -9,9 +9,14 @@
    set's other lightings and compare with that lighting's video, cut to the same crop. Face-oval PSNR / SSIM on
    8-bit sRGB. Variants: `folded` (albedo with the frame's residual folded in, what the idle loop stores), `net`
    (the net's own albedo), `folded+mouth` (folded, then the mouth net regenerates the mouth box from the frame's
-   own mesh, as live with the frame as idle frame and its own lips as the driven ones).
+   own mesh, as live with the frame as idle frame and its own lips as the driven ones). Two reference rows from the
+   ground truth, not the avatar: `reference_gt_layers` (the true albedo / normals / C_spec through the same crop
+   and scoring: the evaluation's ceiling) and `reference_true_light_coarse_normals` (albedo folded from the frame
+   under the clip's true lighting and C_spec, on the coarse normals from prepare: what the normals allow when
+   lighting and specular are estimated exactly).
    One per-channel gain over the whole evaluation (all frames, all lightings) absorbs the albedo / light scale
-   ambiguity, fitted by least squares in linear light on the face pixels; it is reported.
+   ambiguity, fitted by least squares in linear light on the face pixels whose ground truth is not clipped (the
+   presets blow out highlights); it is reported.
 4. normals: mean angular error (degrees) in the face oval of the refined normals and of the coarse mesh normals
    against the ground-truth normals.
 
@@ -50,7 +55,11 @@ from models.face.crop import sample_crop  # noqa: E402
 from models.face.resources import load_topology  # noqa: E402
 from models.lighting.files import load_lighting  # noqa: E402
 from models.metrics.image import psnr_db, ssim  # noqa: E402
-from models.synth.gt_store import decode_map, read_lossless_video  # noqa: E402
+from models.render import DEFAULT_SHININESS  # noqa: E402
+from models.synth.gt_store import decode_map, frame_codes  # noqa: E402
+
+
+CLIPPED_LINEAR = 0.98  # ground-truth pixels at or above this (any channel) are left out of the gain fit
 
 
 def _frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -68,6 +77,19 @@ def _frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
 
 def _crop(image: np.ndarray, affine: np.ndarray, s: int) -> np.ndarray:
     return sample_crop(image, crop_rect(affine, s), s, s)
+
+
+def _gt_maps_of(path: Path, name: str, wanted: set[int]) -> dict[int, np.ndarray]:
+    """Decode only the wanted frames of a ground-truth map video (float maps, see models.synth.gt_store)."""
+    out = {}
+    last = max(wanted)
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i in wanted:
+                out[i] = decode_map(name, frame_codes(f))
+            if i >= last:
+                break
+    return out
 
 
 def _to8(linear: np.ndarray) -> np.ndarray:
@@ -202,17 +224,20 @@ def main(argv: list[str] | None = None) -> int:
             np.clip(np.rint(_crop(frames[int(i)], prepared.image_to_crop[p], s)), 0, 255).astype(np.uint8)
             for p, i in zip(eval_pos, src)])
 
-    # Ground-truth normals, cut like the crops and turned into the crop frame (the crop may be rolled).
-    gt_codes = read_lossless_video(args.synth / "gt" / "normals.mkv", 0, int(src.max()) + 1)
-    gt_normals = []
+    # Ground-truth layers, cut like the crops; normals turned into the crop frame (the crop may be rolled).
+    gt_maps = {name: _gt_maps_of(args.synth / "gt" / f"{name}.mkv", name, wanted)
+               for name in ("normals", "albedo", "masks")}
+    gt_normals, gt_albedo, gt_spec = [], [], []
     for p, i in zip(eval_pos, src):
-        nrm = _crop(decode_map("normals", gt_codes[int(i)]), prepared.image_to_crop[p], s)
+        nrm = _crop(gt_maps["normals"][int(i)], prepared.image_to_crop[p], s)
         a = crop_rect(prepared.image_to_crop[p], s).angle_rad
         rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
         nrm[..., :2] = nrm[..., :2] @ rot.T
         gt_normals.append(nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-6))
-    del gt_codes
-    gt_normals = np.stack(gt_normals)
+        gt_albedo.append(_crop(gt_maps["albedo"][int(i)], prepared.image_to_crop[p], s))
+        gt_spec.append(_crop(gt_maps["masks"][int(i)], prepared.image_to_crop[p], s)[..., 2])
+    del gt_maps
+    gt_normals, gt_albedo, gt_spec = np.stack(gt_normals), np.stack(gt_albedo), np.stack(gt_spec)
 
     # ------------------------------------------------------------------------------------------------- relight
     lightings = {name: load_lighting(args.synth / manifest["lightings"][name]) for name in names}
@@ -224,9 +249,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_mouth:
         variants["folded+mouth"] = (with_mouth.albedo, with_mouth.normals, with_mouth.spec_weight, sc)
-    preds = {v: {name: np.stack([_relit(a[k], nn[k], c[k], lightings[name], net, decomposition.shininess)
+    # References from the ground truth (not the avatar): the evaluation's own ceiling, and what our coarse normals
+    # allow when the lighting and the specular weight are exactly right (albedo folded from the frame like ours).
+    clip = load_lighting(args.synth / manifest["lightings"]["clip"])
+    coarse_unit = coarse / np.maximum(np.linalg.norm(coarse, axis=-1, keepdims=True), 1e-6)
+    clip_frames = _frames_of(args.synth / manifest["videos"]["clip"], wanted)
+    clip_lin = np.stack([srgb_to_linear(np.clip(_crop(clip_frames[int(i)], prepared.image_to_crop[p], s), 0, 255)
+                                        / 255.0) for p, i in zip(eval_pos, src)])
+    unit_shading = np.stack([_relit(np.ones_like(gt_albedo[k]), coarse_unit[k], gt_spec[k], clip, None,
+                                    DEFAULT_SHININESS) for k in range(eval_pos.size)])
+    true_light_albedo = np.clip(clip_lin / np.maximum(unit_shading, 1e-3), 0.0, 1.0)
+    references = {
+        "reference_gt_layers": (gt_albedo, gt_normals, gt_spec, None, DEFAULT_SHININESS),
+        "reference_true_light_coarse_normals": (true_light_albedo, coarse_unit, gt_spec, None, DEFAULT_SHININESS),
+    }
+    variants = {v: (*layers, decomposition.shininess) for v, layers in variants.items()} | references
+    preds = {v: {name: np.stack([_relit(a[k], nn[k], c[k], lightings[name], net, shininess)
                                  for k in range(eval_pos.size)]) for name in names}
-             for v, (a, nn, c, net) in variants.items()}
+             for v, (a, nn, c, net, shininess) in variants.items()}
 
     report = {"synth": str(args.synth), "frames": n, "train_frames": n_train, "eval_frames": int(eval_pos.size),
               "size_px": s, "lightings": names, "timings_s": timings, "variants": {}}
@@ -236,8 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         den = np.zeros(3)
         for name in names:
             gt_lin = srgb_to_linear(gt_crops[name] / 255.0)
-            num += (per_light[name] * gt_lin)[face].sum(0)
-            den += (per_light[name] ** 2)[face].sum(0)
+            # Clipped pixels say nothing about scale: the presets' highlights blow out parts of the face, and a
+            # prediction of 3.0 against a stored 1.0 would drag the gain down for every other pixel.
+            fit = face & (gt_lin.max(-1) < CLIPPED_LINEAR)
+            num += (per_light[name] * gt_lin)[fit].sum(0)
+            den += (per_light[name] ** 2)[fit].sum(0)
         gain = num / np.maximum(den, 1e-9)
         rows = {}
         for name in names:
@@ -258,7 +301,6 @@ def main(argv: list[str] | None = None) -> int:
         "coarse_mesh": float(np.mean([_angles_deg(coarse[k], gt_normals[k], face[k]) for k in range(len(face))])),
     }
     report["learned_sh"] = decomposition.sh_coeffs().tolist()
-    clip = load_lighting(args.synth / manifest["lightings"]["clip"])
     report["clip_sh"] = clip.sh_coeffs.tolist()
     # The specular key against the clip's (reported only; never used in training).
     key_dirs, key_rgb = decomposition.specular_lights()

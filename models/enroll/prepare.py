@@ -36,6 +36,7 @@ from models.enroll.expression import lip_region
 from models.enroll.workdir import WorkDir, atomic_path, atomic_save_npy, atomic_save_npz, file_sha256
 from models.face.crop import RotatedRect, sample_crop
 from models.face.detector import FaceDetector
+from models.face.fill import arch_normals, eye_fill_triangles
 from models.face.masks import polygon_mask
 from models.face.mesh import FaceMesh
 from models.face.pose import HeadPose, estimate_head_pose
@@ -56,6 +57,7 @@ MASK_BITS = {"face": 1, "skin": 2, "mouth_region": 4, "mouth_interior": 8}
 HEAD_ELLIPSOID_CENTER = (0.0, 0.2, -0.75)
 HEAD_ELLIPSOID_AXES = (0.85, 1.15, 1.05)
 FORMAT_VERSION = 1
+LAYERS_VERSION = 2  # what the crops stage computes per frame (2: eyes and mouth filled in the coarse normals)
 
 
 @dataclass(frozen=True)
@@ -536,6 +538,10 @@ class FrameLayers:
         self.topology = load_topology()
         self.region = lip_region()
         self._segmenter = SelfieSegmenter()
+        # The eyes are closed over (lid to lid) for the normals: the mesh's own holes would read the head proxy.
+        self._shaded_triangles = np.concatenate([
+            self.topology.triangles.astype(np.int64),
+            eye_fill_triangles(self.topology, load_canonical_face().vertices)])
         v, u = np.mgrid[0:size_px, 0:size_px].astype(np.float32) + 0.5
         self._pixels_cam = np.stack([u, -v], axis=-1).reshape(-1, 2)  # camera (x, y) of pixel centres
 
@@ -572,33 +578,49 @@ class FrameLayers:
         return np.clip(resized[..., 0], 0.0, 1.0)
 
     def coarse_normals(self, landmarks_px: np.ndarray, pose: HeadPose, matte: np.ndarray) -> np.ndarray:
-        """Mesh normals on the face; a head ellipsoid (following the pose) around it; a camera-facing (0, 0, 1)
-        elsewhere on the person (neck, shoulders, long hair); zero off the person (matte < 0.5)."""
+        """Mesh normals on the face, eyes closed over lid to lid; the teeth's arch in the open mouth; a head
+        ellipsoid (following the pose) around the face; a camera-facing (0, 0, 1) elsewhere on the person (neck,
+        shoulders, long hair); zero off the person (matte < 0.5)."""
         s = self.size_px
         p = landmarks_px.astype(np.float64)
-        normals_v = vertex_normals(p * np.array([1.0, -1.0, 1.0]), self.topology.triangles)
-        raster = rasterize(p, self.topology.triangles, s, s)
+        tris = self._shaded_triangles
+        normals_v = vertex_normals(p * np.array([1.0, -1.0, 1.0]), tris)
+        raster = rasterize(p, tris, s, s)
         covered = raster.coverage.reshape(-1)
         out = np.zeros((s * s, 3), np.float32)
         # The mesh is drawn even where the matte says background: matte edges are soft, and the face is the
         # subject by definition. Only the rest of the person needs the proxy (about a third of the crop).
         rest = np.flatnonzero((matte.reshape(-1) >= 0.5) & ~covered)
         out[rest, 2] = 1.0
-        ell_n, hit = self._ellipsoid_normals(pose, rest)
+        ell_n, hit = self._ellipsoid_normals(pose, self._pixels_cam[rest])
         out[rest[hit]] = ell_n[hit]
+        # The outline's normals meet the ellipsoid's halfway, so side light draws no line where the two surfaces
+        # join (it showed across the forehead of a real clip).
+        oval = self.topology.face_oval
+        ell_oval, hit_oval = self._ellipsoid_normals(pose, p[oval, :2] * np.array([1.0, -1.0]))
+        blended = normals_v[oval] + ell_oval
+        normals_v[oval[hit_oval]] = blended[hit_oval] / np.linalg.norm(blended[hit_oval], axis=1, keepdims=True)
         n = interpolate(normals_v, raster).reshape(-1, 3)[covered]
         out[covered] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-6)
+        inner = self.topology.lips_inner
+        mouth = np.flatnonzero(polygon_mask(p[inner, :2], (s, s)).reshape(-1) & ~covered)
+        if mouth.size:
+            corners = p[inner[[np.argmin(p[inner, 0]), np.argmax(p[inner, 0])]], :2]
+            pix = np.stack([mouth % s, mouth // s], axis=1) + 0.5
+            # The arch faces the head's forward axis (the inner lips' own mean normal points down, measured 25 deg
+            # worse against a synthetic head's teeth).
+            out[mouth] = arch_normals(pix, corners[0], corners[1], pose.rotation[:, 2], pose.rotation[:, 0])
         return out.reshape(s, s, 3)
 
-    def _ellipsoid_normals(self, pose: HeadPose, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Orthographic ray cast of the head ellipsoid through the given flat pixel indices: unit normals (camera
-        frame) of the nearest hits, and which rays hit."""
+    def _ellipsoid_normals(self, pose: HeadPose, points_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Orthographic ray cast of the head ellipsoid through camera (x, y) points (N, 2) (pixels, y up): unit
+        normals (camera frame) of the nearest hits, and which rays hit."""
         r = pose.rotation
         axes = np.array(HEAD_ELLIPSOID_AXES)
         # Canonical point along the pixel's viewing ray: q(z) = q0 + z d, from camera (x, y, z) = s R q + t;
         # everything divided by the axes so the ellipsoid becomes the unit sphere.
         centre_cam = pose.scale_px * r @ np.array(HEAD_ELLIPSOID_CENTER) + pose.translation_px
-        xy = self._pixels_cam[pixels] - centre_cam[:2]
+        xy = points_cam - centre_cam[:2]
         q0 = ((xy @ r[:2]) / (pose.scale_px * axes)).astype(np.float32)
         d = ((r[2] / pose.scale_px) / axes).astype(np.float32)
         # |q0 + z d|^2 = 1  ->  (d.d) z^2 + 2 (q0.d) z + (q0.q0 - 1) = 0; the nearer hit is the larger z.
@@ -774,7 +796,7 @@ def prepare_video(
     crops_rec, did = wd.run_stage(
         "crops",
         {"align": align_rec.key},
-        {"chunk_frames": p["chunk_frames"], "thumb_px": p["thumb_px"]},
+        {"chunk_frames": p["chunk_frames"], "thumb_px": p["thumb_px"], "layers_version": LAYERS_VERSION},
         lambda: ([FRAMES_DIR], _crops(wd, video, params, fps, progress)),
     )
     ran += ["crops"] if did else []

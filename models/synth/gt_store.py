@@ -95,7 +95,8 @@ class LosslessVideoWriter:
         self._container.close()
 
 
-def _frame_codes(frame) -> np.ndarray:
+def frame_codes(frame) -> np.ndarray:
+    """One decoded frame of a ground-truth video -> its uint16 (H, W, 3) codes."""
     planes = [np.frombuffer(p, np.uint16).reshape(frame.height, -1)[:, : frame.width] for p in frame.planes]
     return np.stack(planes, axis=-1)
 
@@ -115,7 +116,7 @@ def read_lossless_video(path: Path, start: int = 0, stop: int | None = None) -> 
             if i >= start:
                 if f.format.name != PIX_FMT:
                     raise ValueError(f"{path} is {f.format.name}, not a relitcam {PIX_FMT} ground-truth video")
-                frames.append(_frame_codes(f))
+                frames.append(frame_codes(f))
     if not frames:
         raise ValueError(f"{path} has no frames in [{start}, {stop})")
     return np.stack(frames)

@@ -21,7 +21,8 @@ from models.lighting.lighting import Lighting
 from models.lighting.sh import IRRADIANCE_GAIN_PER_COEFF, sh_basis
 from models.raster import interpolate, rasterize, vertex_normals
 from models.synth.proxy import ProxyMesh, body_height_field, proxy_mesh
-from models.synth.rig import FaceRig, build_rig, strip_triangles
+from models.face.fill import strip_triangles
+from models.synth.rig import FaceRig, build_rig
 
 FACE_SPEC_WEIGHT = 0.25  # skin: a visible but soft sheen
 BODY_SPEC_WEIGHT = 0.06  # hair and clothes: mostly matte

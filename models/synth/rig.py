@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.face.fill import ContourChains, split_contour
 from models.face.resources import LEFT_EYE_OUTER, RIGHT_EYE_OUTER, MeshTopology
 
 JAW_MAX_DEG = 15.0  # jaw_open = 1: about a 0.35 inter-ocular inner-lip gap, a wide "ah"
@@ -18,57 +19,6 @@ ROUND_NARROW = 0.30  # lip_round = 1 pulls the lips in to 70 % width ...
 ROUND_PROTRUDE_IOD = 0.12  # ... and pushes them forward
 SPREAD_WIDEN = 0.16
 PRESS_ROLL_IOD = 0.03
-
-
-@dataclass(frozen=True)
-class ContourChains:
-    """A closed feature contour split at its two horizontal extremes into an upper and a lower chain.
-
-    Both chains run from the image-left corner to the image-right corner and share those corner vertices.
-    """
-
-    upper: np.ndarray  # (n_up,) vertex indices
-    lower: np.ndarray  # (n_lo,) vertex indices
-
-
-def split_contour(loop: np.ndarray, xy_px: np.ndarray) -> ContourChains:
-    """Split closed `loop` (vertex ids) at its min-x and max-x vertices; the chain higher in the image is `upper`."""
-    loop = np.asarray(loop)
-    x = xy_px[loop, 0]
-    i_left, i_right = int(np.argmin(x)), int(np.argmax(x))
-    n = len(loop)
-    forward = [loop[(i_left + k) % n] for k in range((i_right - i_left) % n + 1)]
-    backward = [loop[(i_left - k) % n] for k in range((i_left - i_right) % n + 1)]
-    a, b = np.array(forward), np.array(backward)
-    # Image rows grow downward: the chain with the smaller mean row is the upper one.
-    if xy_px[a[1:-1], 1].mean() <= xy_px[b[1:-1], 1].mean():
-        return ContourChains(upper=a, lower=b)
-    return ContourChains(upper=b, lower=a)
-
-
-def strip_triangles(chains: ContourChains, positions: np.ndarray) -> np.ndarray:
-    """Triangles filling the hole between two chains, wound counter-clockwise seen from +Z (camera space)."""
-    up, lo = chains.upper, chains.lower
-    t_up = np.linspace(0.0, 1.0, len(up))
-    t_lo = np.linspace(0.0, 1.0, len(lo))
-    tris = []
-    i = j = 0
-    # Merge-walk both chains by their normalised arc position, emitting one triangle per advance.
-    while i < len(up) - 1 or j < len(lo) - 1:
-        advance_up = j == len(lo) - 1 or (i < len(up) - 1 and t_up[i + 1] <= t_lo[j + 1])
-        if advance_up:
-            tri = (up[i], lo[j], up[i + 1])
-            i += 1
-        else:
-            tri = (up[i], lo[j], lo[j + 1])
-            j += 1
-        if len(set(tri)) == 3:
-            tris.append(tri)
-    tris = np.array(tris, dtype=np.int64)
-    p = positions[tris]
-    normal_z = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])[:, 2]
-    tris[normal_z < 0] = tris[normal_z < 0][:, [0, 2, 1]]
-    return tris
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
