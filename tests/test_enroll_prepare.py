@@ -153,6 +153,22 @@ def test_a_killed_crops_stage_resumes_at_the_missing_chunk(prepared, face_video,
     assert wd.record("align").inputs == {"track": wd.record("track").key}
 
 
+def test_a_new_layers_version_recuts_every_chunk(prepared, face_video, tmp_path, monkeypatch):
+    import models.enroll.prepare as prep
+
+    work = tmp_path / "copy"
+    shutil.copytree(prepared.root, work)
+    wd = WorkDir(work)
+    marker = wd.path("frames", "chunk_00000", "stale.txt")
+    marker.write_text("cut by the old code")
+    monkeypatch.setattr(prep, "LAYERS_VERSION", prep.LAYERS_VERSION + 1)
+    again = prepare_video(face_video, work, size_px=SIZE_PX, progress=False, **FAST)
+    assert again.ran_stages == ("crops",)
+    # Every chunk was cut again (the old folder went), not only the missing ones.
+    assert not marker.exists() and wd.record("crops").extra["frames_cut"] == again.frame_count
+    assert wd.record("crops").params["layers_version"] == prep.LAYERS_VERSION
+
+
 def test_work_folder_records_and_atomic_checkpoints(tmp_path):
     wd = WorkDir.for_name("someone", base=tmp_path)
     assert wd.root == tmp_path / "someone"

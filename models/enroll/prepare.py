@@ -643,14 +643,15 @@ def _crops(wd: WorkDir, video: Path, params: PrepareParams, fps: float, progress
         landmarks = z["landmarks_px"]
         rot, scale, trans = z["pose_rotation"], z["pose_scale_px"], z["pose_translation_px"]
     frames_dir = wd.path(FRAMES_DIR)
-    # Chunks from other parameters (or an older align) must not be mixed in: the folder carries the key of the
-    # align record it was cut for.
-    stamp = frames_dir / "align_key.txt"
-    align_key = wd.record("align").key
-    if frames_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != align_key):
+    # Chunks from other parameters, an older align or an older per-frame computation must not be mixed in: the
+    # folder carries what it was cut for.
+    stamp = frames_dir / "cut_for.txt"
+    cut_for = (f"align {wd.record('align').key} layers_version {LAYERS_VERSION} chunk_frames {params.chunk_frames} "
+               f"thumb_px {params.thumb_px}")
+    if frames_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != cut_for):
         shutil.rmtree(frames_dir)
     frames_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(align_key + "\n")
+    stamp.write_text(cut_for + "\n")
     for leftover in frames_dir.glob(".chunk_*.tmp"):  # temporary folders of a killed run
         shutil.rmtree(leftover, ignore_errors=True)
 
