@@ -231,20 +231,3 @@ def _check_onnx_inputs(path: Path, spec: NetSpec, net_name: str) -> None:
         got = graph_inputs[in_name]
         if len(got) != len(shape) or any(g != s for g, s in zip(got, shape) if g != -1 and s != -1):
             raise BundleError(f"net {net_name!r}: input {in_name!r} has shape {got}, manifest says {shape}")
-
-
-# What the mouth net sees of the idle frame inside the mouth mask (info["mouth_context"]; absent: "masked").
-MOUTH_CONTEXTS = ("masked", "idle")
-
-
-def mouth_context(albedo_box: np.ndarray, normals_box: np.ndarray, mask: np.ndarray,
-                  context: str) -> tuple[np.ndarray, np.ndarray]:
-    """The idle frame's albedo and normals in the mouth box as the mouth net sees them (info "mouth_context",
-    MouthParams.context): zeroed inside `mask` ("masked") or as they are ("idle"). Arrays (..., M, M, 3), mask
-    (..., M, M) bool."""
-    if context == "idle":
-        return albedo_box, normals_box
-    if context != "masked":
-        raise ValueError(f"mouth context must be one of {MOUTH_CONTEXTS}, got {context!r}")
-    keep = ~np.asarray(mask, bool)[..., None]
-    return albedo_box * keep, normals_box * keep

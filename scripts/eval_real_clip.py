@@ -129,7 +129,7 @@ def ensure_enrolled(video: Path, name: str, workdir: Path, bundle_parent: Path, 
 
 
 def retrain_mouth(workdir: Path, new_workdir: Path, bundle_parent: Path, name: str, train_fraction: float,
-                  video: Path, context: str = "masked") -> dict:
+                  video: Path) -> dict:
     """Train the mouth net with the current MouthParams into `new_workdir` (which links everything else to
     `workdir`: prepare, expression, a2e, decomposition are reused as they are) and export a bundle from it; the
     enroll command's mouth + export stages, without touching the first work folder or its bundle."""
@@ -152,7 +152,7 @@ def retrain_mouth(workdir: Path, new_workdir: Path, bundle_parent: Path, name: s
     t0 = time.perf_counter()
     prepared = load_prepared(workdir)
     decomposition, _ = load_model(WorkDir(workdir))
-    params = MouthParams(context=context)
+    params = MouthParams()
     n_train = max(1, int(round(train_fraction * prepared.frame_count)))
     idx = pool_indices(0, n_train, 400)
     samples = train_samples_from_model(decomposition, prepared.crops(idx), prepared.coarse_normals(idx),
@@ -260,9 +260,9 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
                            for k, p in enumerate(pos)])
         driven_gain = np.stack([lip_vertices(space, coeffs_gain[c0 + k], lms[k], prepared.pose(int(p)))
                                 for k, p in enumerate(pos)])
-        own = paste_mouth(mouth_net, layers, lms, lms, tri, boxes, m, grow, mparams.context)
-        audio = paste_mouth(mouth_net, layers, lms, driven, tri, boxes, m, grow, mparams.context)
-        audio_gain = paste_mouth(mouth_net, layers, lms, driven_gain, tri, boxes, m, grow, mparams.context)
+        own = paste_mouth(mouth_net, layers, lms, lms, tri, boxes, m, grow)
+        audio = paste_mouth(mouth_net, layers, lms, driven, tri, boxes, m, grow)
+        audio_gain = paste_mouth(mouth_net, layers, lms, driven_gain, tri, boxes, m, grow)
         crops = {
             "copy_real_crop": prepared.crops(pos),
             "decomposition_folded": to8(relit_learned(decomposition, layers.albedo, layers.normals,
@@ -458,8 +458,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-mouth", metavar="TAG", help="train the mouth net with the current MouthParams into "
                     "<out-dir>/work_TAG (the rest linked to the work folder), export <out-dir>/avatars_TAG/<name> and "
                     "evaluate that; the report goes to eval_real_clip_TAG.json")
-    ap.add_argument("--mouth-context", choices=["masked", "idle"], default="masked",
-                    help="with --retrain-mouth: what the mouth net sees inside the mouth mask (MouthParams.context)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["heldout", "sync", "sheet"])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -484,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle = bundle_parent / args.name
         if "retrained_mouth" not in report:
             report["retrained_mouth"] = retrain_mouth(workdir, new_workdir, bundle_parent, args.name,
-                                                      args.train_fraction, args.video, args.mouth_context)
+                                                      args.train_fraction, args.video)
             report_path.write_text(json.dumps(report, indent=1))
         workdir = new_workdir
         report.update({"bundle": str(bundle), "work_dir": str(workdir)})

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-from models.bundle import MOUTH_CONTEXTS, AvatarBundle, BundleError, load_bundle, mouth_context
+from models.bundle import AvatarBundle, BundleError, load_bundle
 from models.colour import srgb_to_linear
 from models.face.masks import polygon_mask
 from models.face.resources import NUM_LANDMARKS, load_canonical_face
@@ -322,9 +322,6 @@ class BundleRenderer:
         self.mel_past_frames = int(info["mel_past_frames"])
         self.mel_lookahead_frames = int(info["mel_lookahead_frames"])
         self.mouth_px = int(info["mouth_px"])
-        self.mouth_context = str(info.get("mouth_context", "masked"))
-        if self.mouth_context not in MOUTH_CONTEXTS:
-            raise _fail(bundle, f"info mouth_context {self.mouth_context!r} is not one of {MOUTH_CONTEXTS}")
         self.shininess = float(info["shininess"])
         self.loop_mode = str(info["loop"])
         self.n_idle_frames = int(bundle.arrays["idle_albedo"].shape[0])
@@ -424,15 +421,15 @@ class BundleRenderer:
         coarse[uncovered] = idle_normals[uncovered]
         idle_local = self._subset_landmarks[i][g.hull_rows] - np.array([bx, by, 0], np.float32)
         mask = self._mouth_mask(np.concatenate([local[g.hull_rows, :2], idle_local[:, :2]]))
-        idle_albedo, idle_normals = mouth_context(idle_albedo, idle_normals, mask, self.mouth_context)
+        keep = (~mask)[..., None].astype(np.float32)
 
         def chw(x):
             return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
 
         return {
             "coarse_normals": chw(coarse),
-            "idle_albedo": chw(np.ascontiguousarray(idle_albedo, np.float32)),
-            "idle_normals": chw(np.ascontiguousarray(idle_normals, np.float32)),
+            "idle_albedo": chw(idle_albedo * keep),
+            "idle_normals": chw(idle_normals * keep),
             "mouth_mask": mask.astype(np.float32)[None, None],
         }
 

@@ -301,10 +301,6 @@ def test_bad_bundles_fail_with_the_reason(fixture, tmp_path):
     _edit_manifest(b, lambda m: m["info"].update(loop="shuffle"))
     with pytest.raises(BundleError, match="info.loop"):
         BundleRenderer(b)
-    b = copy("bad_context")
-    _edit_manifest(b, lambda m: m["info"].update(mouth_context="blurred"))
-    with pytest.raises(BundleError, match="mouth_context 'blurred'"):
-        BundleRenderer(b)
     b = copy("damaged")
     (b / "mouth.onnx").write_bytes(b"not a net")
     with pytest.raises(BundleError, match="damaged"):

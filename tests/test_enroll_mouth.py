@@ -135,39 +135,3 @@ def test_blend_covers_the_mask():
         _, _, _, blend = net(x, x, x, mask)
     assert float(blend[..., 17:31, 17:31].min()) > 0.999  # inside: the net's mouth, whatever its learned blend
     assert float(blend[..., 0, :].max()) < 0.1 and float(blend[..., :, -1].max()) < 0.1  # fades out at the box border
-
-
-def test_mouth_context_masked_or_idle():
-    from models.bundle import mouth_context
-    from models.enroll.mouth import sample_mouth_batch
-
-    a = np.full((4, 4, 3), 0.5, np.float32)
-    n = np.zeros((4, 4, 3), np.float32)
-    n[..., 2] = 1
-    mask = np.zeros((4, 4), bool)
-    mask[1:3, 1:3] = True
-    ma, mn = mouth_context(a, n, mask, "masked")
-    assert (ma[mask] == 0).all() and (mn[mask] == 0).all() and (ma[~mask] == 0.5).all()
-    ia, inn = mouth_context(a, n, mask, "idle")
-    assert ia is a and inn is n
-    with pytest.raises(ValueError, match="mouth context"):
-        mouth_context(a, n, mask, "blurred")
-    with pytest.raises(ValueError, match="context"):
-        MouthParams(context="blurred")
-    assert "context" not in MouthParams().to_json() and MouthParams(context="idle").to_json()["context"] == "idle"
-
-    # Training with the idle context: inside the mask the net sees another frame's mouth (what lies under the
-    # blend, as live), never the target's own.
-    rng = np.random.default_rng(1)
-    meshes = np.stack([_mesh(d) for d in (0.0, 3.0, 6.0)])
-    layers = _layers(3, rng)
-    params = MouthParams(widths=(8, 16), batch=6, union_prob=0.0, context="idle")
-    samples = build_samples(layers, meshes, load_topology().triangles, S, params)
-    batch = sample_mouth_batch(samples, np.random.default_rng(2), params)
-    inside = batch.mask.bool().expand_as(batch.idle_albedo)
-    assert torch.equal(batch.idle_albedo, batch.under_albedo) and torch.equal(batch.idle_normals, batch.under_normals)
-    assert not torch.equal(batch.idle_albedo[inside], batch.albedo[inside])
-    assert torch.equal(batch.idle_albedo[~inside], batch.albedo[~inside])
-    masked = sample_mouth_batch(samples, np.random.default_rng(2), MouthParams(widths=(8, 16), batch=6,
-                                                                                 union_prob=0.0))
-    assert (masked.idle_albedo[inside] == 0).all()

@@ -266,7 +266,6 @@ def export_bundle(
             "mel_past_frames": int(a2e.mel_past_frames),
             "mel_lookahead_frames": int(a2e.mel_lookahead_frames),
             "mouth_mask_grow_px": float(mouth_state["params"]["mask_grow_frac"] * s),
-            "mouth_context": mouth_state["params"].get("context", "masked"),
             "learned_specular_lights": {"dirs": spec_dirs.tolist(), "colours": spec_rgb.tolist()},
             "idle_albedo": "decomposition albedo with the frame's reconstruction residual folded in",
             "idle_frames": [int(frames[0]), int(frames[-1]) + 1],
@@ -294,7 +293,7 @@ def _sample_inputs(prepared, decomposition: DecompositionModelTorch, mouth_state
                    frames: np.ndarray) -> dict[str, np.ndarray]:
     """Real inputs for the ONNX checks: frames' crops and coarse normals, and their mouth boxes' net inputs."""
     from models.enroll.decompose import SRGB_TO_LINEAR_LUT
-    from models.enroll.mouth import cut_box, mouth_coarse_normals, mouth_context, mouth_region_mask
+    from models.enroll.mouth import cut_box, mouth_coarse_normals, mouth_region_mask
 
     s, m = prepared.size_px, int(mouth_state["mouth_px"])
     p = mouth_state["params"]
@@ -302,16 +301,15 @@ def _sample_inputs(prepared, decomposition: DecompositionModelTorch, mouth_state
     lms = prepared.landmarks_px[frames]
     boxes = np.stack([mouth_box(lm, s, m, p["box_center_down_frac"]) for lm in lms])
     masks = np.stack([mouth_region_mask([lm], b, m, p["mask_grow_frac"] * s) for lm, b in zip(lms, boxes)])
-    ctx_a, ctx_n = mouth_context(cut_box(layers.albedo, boxes, m), cut_box(layers.normals, boxes, m), masks,
-                                 p.get("context", "masked"))
+    keep = ~masks[..., None]
     tri = load_topology().triangles
     return {
         "image": SRGB_TO_LINEAR_LUT[prepared.crops(frames)],
         "coarse_normals": np.stack([prepared._read("normals", int(i)) for i in frames]).astype(np.float32),
         "normals": layers.normals,
         "mouth_coarse_normals": np.stack([mouth_coarse_normals(lm, tri, b, m) for lm, b in zip(lms, boxes)]),
-        "mouth_idle_albedo": ctx_a,
-        "mouth_idle_normals": ctx_n,
+        "mouth_idle_albedo": cut_box(layers.albedo, boxes, m) * keep,
+        "mouth_idle_normals": cut_box(layers.normals, boxes, m) * keep,
         "mouth_mask": masks[..., None].astype(np.float32),
     }
 

@@ -126,7 +126,7 @@ def consistent_mouth_renderer(bundle_path=None, **kwargs):
 
 
 def _consistent_class():
-    from models.enroll.mouth import mouth_coarse_normals, mouth_context, mouth_region_mask
+    from models.enroll.mouth import mouth_coarse_normals, mouth_region_mask
     from stream.bundle_renderer import BundleRenderer
 
     class ConsistentMouthRenderer(BundleRenderer):
@@ -141,15 +141,14 @@ def _consistent_class():
             coarse = mouth_coarse_normals(driven, a["triangles"], box, m)
             mask = mouth_region_mask([idle, driven], box, m, grow)
             bx, by = box
-            ctx_a, ctx_n = mouth_context(layers.albedo[by:by + m, bx:bx + m], layers.normals[by:by + m, bx:bx + m],
-                                         mask, self.mouth_context)
+            keep = (~mask)[..., None].astype(np.float32)
 
             def chw(x):
                 return np.ascontiguousarray(np.asarray(x, np.float32).transpose(2, 0, 1))[None]
 
             return {"coarse_normals": chw(coarse),
-                    "idle_albedo": chw(ctx_a),
-                    "idle_normals": chw(ctx_n),
+                    "idle_albedo": chw(layers.albedo[by:by + m, bx:bx + m] * keep),
+                    "idle_normals": chw(layers.normals[by:by + m, bx:bx + m] * keep),
                     "mouth_mask": mask.astype(np.float32)[None, None]}
 
     return ConsistentMouthRenderer

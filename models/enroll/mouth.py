@@ -44,7 +44,6 @@ from models.enroll.decompose import (
 )
 from models.enroll.expression import lip_region
 from models.enroll.losses import total_variation
-from models.bundle import MOUTH_CONTEXTS, mouth_context  # noqa: F401  (the net's input contract)
 from models.enroll.nets import MouthNet
 from models.enroll.render_torch import shading, specular
 from models.face.masks import polygon_mask
@@ -89,10 +88,6 @@ class MouthParams:
     # lips, not the driven ones.
     cover_mask: bool = True
     feather_px: int = 6
-    # What the net sees of the idle frame inside the mouth mask (MOUTH_CONTEXTS): "masked" zeros; "idle" the idle
-    # frame's own mouth area (skin texture, folds, teeth to copy; its lips are in the wrong place and are redrawn
-    # from the driven normals). Trained with another frame's mouth there, as live.
-    context: str = "masked"
     shininess: float = 32.0
     checkpoint_every_s: float = 120.0
     seed: int = 0
@@ -102,8 +97,6 @@ class MouthParams:
             raise ValueError(f"mouth_frac must be in [0.1, 1], got {self.mouth_frac}")
         if self.steps < 1 or self.batch < 1:
             raise ValueError("steps and batch must be >= 1")
-        if self.context not in MOUTH_CONTEXTS:
-            raise ValueError(f"context must be one of {MOUTH_CONTEXTS}, got {self.context!r}")
 
     def mouth_px(self, size_px: int) -> int:
         return max(16, int(round(self.mouth_frac * size_px / 8)) * 8)
@@ -116,8 +109,6 @@ class MouthParams:
                 del d[key]
         if not d["cover_mask"]:
             del d["cover_mask"], d["feather_px"]
-        if d["context"] == "masked":
-            del d["context"]
         return d
 
 
@@ -252,16 +243,13 @@ def sample_mouth_batch(samples: MouthSamples, rng: np.random.Generator, params: 
     keep = ~masks[..., None]
     albedo, normals, spec = samples.albedo[pick], samples.normals[pick], samples.spec_weight[pick]
     under = lambda own, wrong: np.where(keep if own.ndim == 4 else keep[..., 0], own, wrong)  # noqa: E731
-    under_albedo, under_normals = under(albedo, samples.albedo[other]), under(normals, samples.normals[other])
-    # Live, the idle frame under the blend is also what the net sees: another mouth state than the driven one.
-    idle_albedo, idle_normals = mouth_context(under_albedo, under_normals, masks, params.context)
     return MouthBatch(
         coarse_normals=_chw(samples.coarse_normals[pick]),
         mask=_chw(masks),
-        idle_albedo=_chw(idle_albedo),
-        idle_normals=_chw(idle_normals),
-        under_albedo=_chw(under_albedo),
-        under_normals=_chw(under_normals),
+        idle_albedo=_chw(albedo * keep),
+        idle_normals=_chw(normals * keep),
+        under_albedo=_chw(under(albedo, samples.albedo[other])),
+        under_normals=_chw(under(normals, samples.normals[other])),
         under_spec=_chw(under(spec, samples.spec_weight[other])),
         albedo=_chw(albedo),
         normals=_chw(normals),
@@ -457,8 +445,7 @@ class MouthLayers:
 
 
 def paste_mouth(net: MouthNet, layers: LayerStack, idle_landmarks_px: np.ndarray, driven_landmarks_px: np.ndarray,
-                triangles: np.ndarray, boxes: np.ndarray, mouth_px: int, grow_px: float,
-                context: str = "masked") -> MouthLayers:
+                triangles: np.ndarray, boxes: np.ndarray, mouth_px: int, grow_px: float) -> MouthLayers:
     """Run the mouth net for frames whose idle layers are `layers` (with meshes idle_landmarks_px) driven by
     `driven_landmarks_px`, and blend its layers into copies of the frames' layers; what the live renderer does,
     in NumPy + torch (for evaluation)."""
@@ -468,10 +455,10 @@ def paste_mouth(net: MouthNet, layers: LayerStack, idle_landmarks_px: np.ndarray
         for i, (x, y) in enumerate(boxes):
             m = mouth_px
             mask = mouth_region_mask([idle_landmarks_px[i], driven_landmarks_px[i]], (x, y), m, grow_px)
+            keep = ~mask[..., None]
             cn = mouth_coarse_normals(driven_landmarks_px[i], triangles, (x, y), m)
             a0, n0, s0 = albedo[i, y:y + m, x:x + m], normals[i, y:y + m, x:x + m], spec[i, y:y + m, x:x + m]
-            ctx_a, ctx_n = mouth_context(a0, n0, mask, context)
-            out = net(_chw(cn[None]), _chw(ctx_a[None]), _chw(ctx_n[None]), _chw(mask[None]))
+            out = net(_chw(cn[None]), _chw((a0 * keep)[None]), _chw((n0 * keep)[None]), _chw(mask[None]))
             a, n, s, b = (o[0].permute(1, 2, 0).numpy() for o in out)
             albedo[i, y:y + m, x:x + m] = b * a + (1 - b) * a0
             nn_ = b * n + (1 - b) * n0
