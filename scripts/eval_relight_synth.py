@@ -62,14 +62,15 @@ from models.synth.gt_store import decode_map, frame_codes  # noqa: E402
 CLIPPED_LINEAR = 0.98  # ground-truth pixels at or above this (any channel) are left out of the gain fit
 
 
-def _frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    """Decode only the wanted frame numbers of a video (uint8 RGB), streaming."""
+def _frames_of(path: Path, wanted: set[int],
+               to_array=lambda f: f.to_ndarray(format="rgb24")) -> dict[int, np.ndarray]:
+    """Decode only the wanted frame numbers of a video (default uint8 RGB; `to_array` converts a frame), streaming."""
     out = {}
     last = max(wanted)
     with av.open(str(path)) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i in wanted:
-                out[i] = f.to_ndarray(format="rgb24")
+                out[i] = to_array(f)
             if i >= last:
                 break
     return out
@@ -77,19 +78,6 @@ def _frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
 
 def _crop(image: np.ndarray, affine: np.ndarray, s: int) -> np.ndarray:
     return sample_crop(image, crop_rect(affine, s), s, s)
-
-
-def _gt_maps_of(path: Path, name: str, wanted: set[int]) -> dict[int, np.ndarray]:
-    """Decode only the wanted frames of a ground-truth map video (float maps, see models.synth.gt_store)."""
-    out = {}
-    last = max(wanted)
-    with av.open(str(path)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i in wanted:
-                out[i] = decode_map(name, frame_codes(f))
-            if i >= last:
-                break
-    return out
 
 
 def _to8(linear: np.ndarray) -> np.ndarray:
@@ -225,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             for p, i in zip(eval_pos, src)])
 
     # Ground-truth layers, cut like the crops; normals turned into the crop frame (the crop may be rolled).
-    gt_maps = {name: _gt_maps_of(args.synth / "gt" / f"{name}.mkv", name, wanted)
+    gt_maps = {name: _frames_of(args.synth / "gt" / f"{name}.mkv", wanted,
+                                lambda f, name=name: decode_map(name, frame_codes(f)))
                for name in ("normals", "albedo", "masks")}
     gt_normals, gt_albedo, gt_spec = [], [], []
     for p, i in zip(eval_pos, src):

@@ -57,7 +57,7 @@ MASK_BITS = {"face": 1, "skin": 2, "mouth_region": 4, "mouth_interior": 8}
 HEAD_ELLIPSOID_CENTER = (0.0, 0.2, -0.75)
 HEAD_ELLIPSOID_AXES = (0.85, 1.15, 1.05)
 FORMAT_VERSION = 1
-LAYERS_VERSION = 2  # what the crops stage computes per frame (2: eyes and mouth filled in the coarse normals)
+LAYERS_VERSION = 2  # what the crops stage computes per frame (2: coarse normals with eyes, mouth and outline filled)
 
 
 @dataclass(frozen=True)
