@@ -301,3 +301,16 @@ def test_expression_stage_runs_on_prepared_frames_and_is_reused(prepared, tmp_pa
     expected = forward if loop.mode == "cut" else np.concatenate([forward, forward[-2:0:-1]])
     np.testing.assert_array_equal(loop.frame_indices, expected)
     assert build_expression(wd, prepared, n_lip=4, idle_length_s=0.8)[2] is False
+
+
+def test_inflated_silhouette_faces_outward_at_its_edges_only():
+    from models.enroll.prepare import inflated_silhouette_normals
+
+    yy, xx = np.mgrid[0:100, 0:100]
+    person = ((xx - 50) ** 2 + (yy - 40) ** 2 < 30 ** 2) | (yy > 80)  # a head, and a body cut off by the border
+    n = inflated_silhouette_normals(person, radius_px=10.0)
+    np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-5)
+    assert n[40, 50, 2] > 0.99  # deep inside: facing the camera
+    assert n[40, 22, 0] < -0.5 and n[40, 78, 0] > 0.5  # left and right edges turn outward (camera x right)
+    assert n[12, 50, 1] > 0.5  # the top edge turns up (camera y up)
+    assert n[98, 10:90, 2].min() > 0.95  # the array border is not an edge

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import distance_transform_edt, gaussian_filter, gaussian_filter1d
 from scipy.spatial import ConvexHull
 
 from models.enroll.expression import lip_region
@@ -57,7 +57,9 @@ MASK_BITS = {"face": 1, "skin": 2, "mouth_region": 4, "mouth_interior": 8}
 HEAD_ELLIPSOID_CENTER = (0.0, 0.2, -0.75)
 HEAD_ELLIPSOID_AXES = (0.85, 1.15, 1.05)
 FORMAT_VERSION = 1
-LAYERS_VERSION = 2  # what the crops stage computes per frame (2: coarse normals with eyes, mouth and outline filled)
+LAYERS_VERSION = 3  # what the crops stage computes per frame (2: coarse normals with eyes, mouth and outline filled;
+# 3: the rest of the person an inflated silhouette, no longer camera-facing)
+SILHOUETTE_ROUNDING = 0.08  # of the crop side: how far in from its edge the inflated silhouette faces the camera
 
 
 @dataclass(frozen=True)
@@ -530,6 +532,20 @@ def _align(wd: WorkDir, params: PrepareParams, fps: float, video: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------- crops stage
 
 
+def inflated_silhouette_normals(person: np.ndarray, radius_px: float) -> np.ndarray:
+    """Unit camera-space normals (H, W, 3) (y up) of a silhouette inflated into a slab with rounded edges: facing
+    the camera deeper than `radius_px` inside, turning outward to grazing at the silhouette's edge (a quarter
+    circle). The array border is not an edge: a body cut off by the crop continues past it."""
+    dist = distance_transform_edt(person)
+    t = np.minimum(dist / radius_px, 1.0)
+    # Smoothed over a quarter of the rounding: the matte's stair-stepped edge would otherwise ripple the normals.
+    height = gaussian_filter(radius_px * np.sqrt(1.0 - (1.0 - t) ** 2), 0.25 * radius_px)
+    d_row, d_col = np.gradient(height)
+    n = np.stack([-d_col, d_row, np.ones_like(height)], axis=-1)  # camera y = -row
+    return (n / np.linalg.norm(n, axis=-1, keepdims=True)).astype(np.float32)
+
+
+
 class FrameLayers:
     """Per-frame masks and coarse normals in crop space from the crop's landmarks and pose."""
 
@@ -579,8 +595,8 @@ class FrameLayers:
 
     def coarse_normals(self, landmarks_px: np.ndarray, pose: HeadPose, matte: np.ndarray) -> np.ndarray:
         """Mesh normals on the face, eyes closed over lid to lid; the teeth's arch in the open mouth; a head
-        ellipsoid (following the pose) around the face; a camera-facing (0, 0, 1) elsewhere on the person (neck,
-        shoulders, long hair); zero off the person (matte < 0.5)."""
+        ellipsoid (following the pose) around the face; elsewhere on the person (neck, shoulders, ears, long hair)
+        the inflated silhouette, so a side light darkens the far side there too; zero off the person (matte < 0.5)."""
         s = self.size_px
         p = landmarks_px.astype(np.float64)
         tris = self._shaded_triangles
@@ -590,10 +606,13 @@ class FrameLayers:
         out = np.zeros((s * s, 3), np.float32)
         # The mesh is drawn even where the matte says background: matte edges are soft, and the face is the
         # subject by definition. Only the rest of the person needs the proxy (about a third of the crop).
-        rest = np.flatnonzero((matte.reshape(-1) >= 0.5) & ~covered)
-        out[rest, 2] = 1.0
+        person = matte >= 0.5
+        rest = np.flatnonzero(person.reshape(-1) & ~covered)
         ell_n, hit = self._ellipsoid_normals(pose, self._pixels_cam[rest])
         out[rest[hit]] = ell_n[hit]
+        if not hit.all():
+            slab = inflated_silhouette_normals(person, SILHOUETTE_ROUNDING * s).reshape(-1, 3)
+            out[rest[~hit]] = slab[rest[~hit]]
         # The outline's normals meet the ellipsoid's halfway, so side light draws no line where the two surfaces
         # join (it showed across the forehead of a real clip).
         oval = self.topology.face_oval
