@@ -545,7 +545,6 @@ def inflated_silhouette_normals(person: np.ndarray, radius_px: float) -> np.ndar
     return (n / np.linalg.norm(n, axis=-1, keepdims=True)).astype(np.float32)
 
 
-
 class FrameLayers:
     """Per-frame masks and coarse normals in crop space from the crop's landmarks and pose."""
 

@@ -84,8 +84,8 @@ def arch_normals(pixels_xy: np.ndarray, corner_left_xy: np.ndarray, corner_right
                  forward: np.ndarray, side: np.ndarray) -> np.ndarray:
     """Unit camera-space normals (N, 3) of the teeth behind an open mouth at image pixels (N, 2) (x right, y down).
 
-    `corner_*_xy`: the mouth corners in the same pixels; `forward`: where the mouth faces (camera space, y up; e.g.
-    the mean normal of the inner lip contour); `side`: the head's left-to-right axis in camera space.
+    `corner_*_xy`: the mouth corners in the same pixels; `forward`: where the mouth faces (camera space, y up: the
+    head's forward axis; the inner lips' mean normal points down); `side`: the head's left-to-right axis.
     """
     axis = np.asarray(corner_right_xy, np.float64) - np.asarray(corner_left_xy, np.float64)
     width = max(float(np.linalg.norm(axis)), 1e-6)

@@ -13,6 +13,7 @@ from scipy import ndimage
 from models.colour import luminance, srgb_to_linear
 from models.face.resources import load_topology
 from models.face.detector import FaceDetector
+from models.face.fill import strip_triangles
 from models.face.masks import face_mask, skin_mask
 from models.face.measures import require_single_face
 from models.face.mesh import FaceLandmarks, FaceMesh, roi_from_detection, roi_from_landmarks
@@ -21,7 +22,6 @@ from models.lighting.lighting import Lighting
 from models.lighting.sh import IRRADIANCE_GAIN_PER_COEFF, sh_basis
 from models.raster import interpolate, rasterize, vertex_normals
 from models.synth.proxy import ProxyMesh, body_height_field, proxy_mesh
-from models.face.fill import strip_triangles
 from models.synth.rig import FaceRig, build_rig
 
 FACE_SPEC_WEIGHT = 0.25  # skin: a visible but soft sheen
