@@ -22,10 +22,10 @@
    `avatar_audio_opening_gain` (the same with the predicted mouth-opening component scaled by the gain measured on
    the training span, see below).
 3. Lip sync: the bundle driven by `--speech` through the live renderer (`relitcam run --offline --mp4`, 30 fps),
-   measured with `relitcam eval --sync`; the same meter on the real video for comparison. Also through two
-   variants of the renderer (models/enroll/holdout.py): mouth-net inputs built exactly as in training, and the
-   predicted lip coefficients' opening component scaled by `opening_gain`: std of the measured over std of the
-   predicted opening on the training span (the ridge audio head shrinks its predictions toward the mean).
+   measured with `relitcam eval --sync`; the same meter on the real video for comparison. Also through a variant
+   of the renderer (models/enroll/holdout.py) whose predicted lip coefficients' opening component is scaled by
+   `opening_gain`: std of the measured over std of the predicted opening on the training span (a ridge audio head
+   shrinks its predictions toward the mean).
 4. A contact sheet of the avatar under 6 lighting presets at frames with the mouth closed and open (driven by the
    speech), a real frame for reference; example reconstructed frames and mouth boxes.
 
@@ -344,19 +344,13 @@ def run_cmd(cmd: list[str], log: Path, extra_env: dict | None = None) -> dict:
 
 def lip_sync(bundle: Path, speech: Path, video: Path, out_dir: Path, gain: float) -> dict:
     """Drive the bundle with the speech through `relitcam run --offline` (30 fps MP4) and measure it with
-    `relitcam eval --sync`; once with the live renderer (stream/bundle_renderer.py) and once with the mouth-net
-    inputs built as in training (models.enroll.holdout.consistent_mouth_renderer); and the real video."""
+    `relitcam eval --sync`: the live renderer (stream/bundle_renderer.py, whose mouth-net inputs are built as in
+    training), the same with the opening gain, and the real video."""
     out = {}
     renderers = {"live_renderer": (str(bundle), {}),
-                 "training_consistent_mouth_inputs": ("models.enroll.holdout:consistent_mouth_renderer",
-                                                      {"RELITCAM_EVAL_BUNDLE": str(bundle)}),
                  "live_renderer_opening_gain": ("models.enroll.holdout:opening_gain_renderer",
                                                 {"RELITCAM_EVAL_BUNDLE": str(bundle),
-                                                 "RELITCAM_EVAL_OPENING_GAIN": f"{gain:.3f}"}),
-                 "training_consistent_opening_gain": ("models.enroll.holdout:opening_gain_renderer",
-                                                      {"RELITCAM_EVAL_BUNDLE": str(bundle),
-                                                       "RELITCAM_EVAL_OPENING_GAIN": f"{gain:.3f}",
-                                                       "RELITCAM_EVAL_CONSISTENT": "1"})}
+                                                 "RELITCAM_EVAL_OPENING_GAIN": f"{gain:.3f}"})}
     for key, (avatar, env) in renderers.items():
         mp4 = out_dir / f"driven_{speech.stem}_{key}.mp4"
         done = out_dir / f"sync_{key}.json"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import binary_dilation
 from scipy.spatial import ConvexHull, QhullError
 
 from models.bundle import AvatarBundle, BundleError, load_bundle
@@ -281,6 +282,15 @@ def _mouth_geometry(bundle: AvatarBundle) -> MouthGeometry:
     )
 
 
+def _disk(radius_px: float) -> np.ndarray | None:
+    """Structuring element of mouth.mouth_region_mask's dilation (None for no growth)."""
+    r = int(math.ceil(radius_px))
+    if r <= 0:
+        return None
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (xx * xx + yy * yy) <= radius_px * radius_px
+
+
 CROP_EDGE_FADE_FRAC = 0.06
 
 
@@ -347,6 +357,7 @@ class BundleRenderer:
         self._unit_lut = codes / 255.0
         self.geometry = _mouth_geometry(bundle)
         self._subset_landmarks = a["idle_landmarks"][:, self.geometry.vertices].astype(np.float32)
+        self._grow_disk = _disk(float(bundle.info.get("mouth_mask_grow_px", 0.0)))
 
     def _check_net_shapes(self) -> None:
         b, t = self.backend, self.mel_past_frames + 1 + self.mel_lookahead_frames
@@ -413,14 +424,14 @@ class BundleRenderer:
         local = self.driven_vertices(i, coeffs) - np.array([bx, by, 0], np.float32)
         raster = rasterize(local, g.raster_faces, m, m)
         coarse = interpolate(vertex_normals(local * _Y_DOWN, g.normal_faces), raster)
+        # Zero where no triangle covers, as in training (models/enroll/mouth.py: mouth_coarse_normals): the open
+        # mouth is a hole, and the hole is what tells the net to paint teeth and cavity. Filled with the idle
+        # frame's normals (as before), the net drew closed lips over it: no teeth at all on the real clip.
         coarse /= np.maximum(np.linalg.norm(coarse, axis=2, keepdims=True), 1e-6)
         idle_albedo = layers.albedo[by : by + m, bx : bx + m]
         idle_normals = layers.normals[by : by + m, bx : bx + m]
-        # Box pixels no mouth-area triangle reaches (below the jaw, beside the cheeks) keep the idle frame's normals.
-        uncovered = ~raster.coverage
-        coarse[uncovered] = idle_normals[uncovered]
         idle_local = self._subset_landmarks[i][g.hull_rows] - np.array([bx, by, 0], np.float32)
-        mask = self._mouth_mask(np.concatenate([local[g.hull_rows, :2], idle_local[:, :2]]))
+        mask = self._mouth_mask(local[g.hull_rows, :2], idle_local[:, :2])
         keep = (~mask)[..., None].astype(np.float32)
 
         def chw(x):
@@ -433,15 +444,20 @@ class BundleRenderer:
             "mouth_mask": mask.astype(np.float32)[None, None],
         }
 
-    def _mouth_mask(self, points_px: np.ndarray) -> np.ndarray:
-        """(M, M) bool: the hull of the idle and driven mouth vertices, grown as prepare's mouth_region."""
-        pts = points_px.astype(np.float64)
-        try:
-            hull = pts[ConvexHull(pts).vertices]
-        except QhullError:  # all points on a line: no area to generate
-            return np.zeros((self.mouth_px, self.mouth_px), bool)
-        centre = hull.mean(0)
-        return polygon_mask(centre + MOUTH_HULL_GROWTH * (hull - centre), (self.mouth_px, self.mouth_px))
+    def _mouth_mask(self, *meshes_px: np.ndarray) -> np.ndarray:
+        """(M, M) bool: the union of each mesh's lip-region hull grown about its own centre, then dilated by the
+        bundle's mouth_mask_grow_px: models/enroll/mouth.py's mouth_region_mask, the masks the net was trained on."""
+        m = self.mouth_px
+        mask = np.zeros((m, m), bool)
+        for points in meshes_px:
+            pts = points.astype(np.float64)
+            try:
+                hull = pts[ConvexHull(pts).vertices]
+            except QhullError:  # all points on a line: no area to generate
+                continue
+            centre = hull.mean(0)
+            mask |= polygon_mask(centre + MOUTH_HULL_GROWTH * (hull - centre), (m, m))
+        return binary_dilation(mask, structure=self._grow_disk) if self._grow_disk is not None else mask
 
     def _blend_mouth(self, i: int, coeffs: np.ndarray, layers: IdleLayers) -> None:
         out = self.backend.run("mouth", self.mouth_inputs(i, coeffs, layers))

@@ -138,7 +138,7 @@ def build_fixture_bundle(out: Path, size_px: int = 64, mouth_px: int = 32, n_fra
         "expression_vertices": region.indices.astype(np.int32),
         "triangles": load_topology().triangles.astype(np.int32),
     }
-    info = {"mouth_px": m, "n_lip": n_lip, "shininess": 24.0, "loop": loop, "mel_past_frames": past,
+    info = {"mouth_px": m, "mouth_mask_grow_px": 1.5, "n_lip": n_lip, "shininess": 24.0, "loop": loop, "mel_past_frames": past,
             "mel_lookahead_frames": look, "fixture": "random-init nets; a test fixture, not a trained avatar"}
     sh = np.zeros((9, 3), np.float32)
     sh[0] = 1.0
@@ -221,6 +221,28 @@ def test_mouth_follows_audio_and_nothing_else_moves(fixture):
     mask = in1["mouth_mask"][0, 0] > 0
     assert 0.05 < mask.mean() < 0.95
     assert not in1["idle_albedo"][0][:, mask].any()  # idle inputs are zeroed where the mouth is generated
+
+
+def test_mouth_inputs_are_built_as_in_training(fixture):
+    """The live renderer feeds the mouth net what models/enroll/mouth.py trained it on: zero normals where no
+    triangle covers (the open mouth is a hole) and the mask grown by mouth_mask_grow_px."""
+    from models.enroll.mouth import mouth_coarse_normals, mouth_region_mask
+
+    r = BundleRenderer(fixture.path)
+    a = r.bundle.arrays
+    i = r.loop_frame(3)
+    coeffs = r.lip_coeffs(_mel(4, r))
+    idle = a["idle_landmarks"][i].astype(np.float64)
+    driven = idle.copy()
+    driven[r.geometry.vertices] = r.driven_vertices(i, coeffs)
+    box = a["idle_mouth_box"][i]
+    got = r.mouth_inputs(i, coeffs, r.decode_layers(i))
+    want_normals = mouth_coarse_normals(driven, a["triangles"].astype(np.int64), box, r.mouth_px)
+    np.testing.assert_allclose(got["coarse_normals"][0].transpose(1, 2, 0), want_normals, atol=1e-4)
+    assert (np.linalg.norm(want_normals, axis=-1) == 0).any()  # something is uncovered, and stays zero
+    want_mask = mouth_region_mask([idle, driven], box, r.mouth_px, r.bundle.info["mouth_mask_grow_px"])
+    assert 0.05 < want_mask.mean() < 0.95
+    np.testing.assert_array_equal(got["mouth_mask"][0, 0] > 0, want_mask)
 
 
 def test_driven_vertices_equal_expression_lip_vertices(fixture):

@@ -107,53 +107,6 @@ def summary(values) -> dict:
             "frames": int(v.size)}
 
 
-# ------------------------------------------------------------------------------- training-consistent live renderer
-
-
-def consistent_mouth_renderer(bundle_path=None, **kwargs):
-    """A BundleRenderer whose mouth-net inputs are built exactly as in training (models/enroll/mouth.py:
-    `mouth_coarse_normals` over the whole mesh with zero where no triangle covers, the open mouth included, and
-    `mouth_region_mask` grown by info.mouth_mask_grow_px). stream/bundle_renderer.py fills uncovered pixels with the
-    idle frame's normals and does not grow the mask, which the net never saw in training; this renderer measures
-    what that costs. `relitcam run --avatar models.enroll.holdout:consistent_mouth_renderer` with the bundle folder
-    in $RELITCAM_EVAL_BUNDLE."""
-    import os
-
-    path = bundle_path or os.environ.get("RELITCAM_EVAL_BUNDLE")
-    if not path:
-        raise ValueError("consistent_mouth_renderer needs the bundle folder (argument or $RELITCAM_EVAL_BUNDLE)")
-    return _consistent_class()(path, **kwargs)
-
-
-def _consistent_class():
-    from models.enroll.mouth import mouth_coarse_normals, mouth_region_mask
-    from stream.bundle_renderer import BundleRenderer
-
-    class ConsistentMouthRenderer(BundleRenderer):
-        def mouth_inputs(self, i, coeffs, layers):
-            a = self.bundle.arrays
-            idle = np.asarray(a["idle_landmarks"][i], np.float64)
-            driven = idle.copy()
-            driven[self.geometry.vertices] = self.driven_vertices(i, coeffs)
-            m = self.mouth_px
-            box = self._box[i]
-            grow = float(self.bundle.info.get("mouth_mask_grow_px", 0.0))
-            coarse = mouth_coarse_normals(driven, a["triangles"], box, m)
-            mask = mouth_region_mask([idle, driven], box, m, grow)
-            bx, by = box
-            keep = (~mask)[..., None].astype(np.float32)
-
-            def chw(x):
-                return np.ascontiguousarray(np.asarray(x, np.float32).transpose(2, 0, 1))[None]
-
-            return {"coarse_normals": chw(coarse),
-                    "idle_albedo": chw(layers.albedo[by:by + m, bx:bx + m] * keep),
-                    "idle_normals": chw(layers.normals[by:by + m, bx:bx + m] * keep),
-                    "mouth_mask": mask.astype(np.float32)[None, None]}
-
-    return ConsistentMouthRenderer
-
-
 # ------------------------------------------------------------------------------------- mouth-opening amplitude
 
 
@@ -185,24 +138,20 @@ def amplify_opening(coeffs: np.ndarray, axis: np.ndarray, gain: float, centre: n
     return (c + (gain - 1.0) * np.multiply.outer(along, axis)).astype(np.float32)
 
 
-def opening_gain_renderer(bundle_path=None, gain: float | None = None, consistent: bool | None = None, **kwargs):
+def opening_gain_renderer(bundle_path=None, gain: float | None = None, **kwargs):
     """A BundleRenderer whose predicted lip coefficients have their mouth-opening component scaled by `gain`
     ($RELITCAM_EVAL_OPENING_GAIN): what restoring the audio head's amplitude would give, measured through the same
     live renderer (`relitcam run --avatar models.enroll.holdout:opening_gain_renderer`, bundle in
-    $RELITCAM_EVAL_BUNDLE). consistent ($RELITCAM_EVAL_CONSISTENT=1): on top of consistent_mouth_renderer."""
+    $RELITCAM_EVAL_BUNDLE)."""
     import os
 
     from stream.bundle_renderer import BundleRenderer
 
     path = bundle_path or os.environ.get("RELITCAM_EVAL_BUNDLE")
     g = float(gain if gain is not None else os.environ.get("RELITCAM_EVAL_OPENING_GAIN", "1"))
-    if consistent is None:
-        consistent = os.environ.get("RELITCAM_EVAL_CONSISTENT", "0") == "1"
     if not path:
         raise ValueError("opening_gain_renderer needs the bundle folder (argument or $RELITCAM_EVAL_BUNDLE)")
-    base = _consistent_class() if consistent else BundleRenderer
-
-    class OpeningGainRenderer(base):
+    class OpeningGainRenderer(BundleRenderer):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             arrays = self.bundle.arrays
