@@ -158,7 +158,7 @@ def _bench_bundle(bundle_path: Path, repeats: int, max_batch: int) -> dict:
         fits = [bb for bb, ms in batches.items() if ms <= FRAME_BUDGET_MS]
         entry["sessions_at_30fps"] = max(fits) if fits else 0
         results.append(entry)
-        del backend
+        backend = None  # its engines and buffers go before the next backend loads (closures above saw it live)
         cp.get_default_memory_pool().free_all_blocks()
     return {"bundle": str(bundle_path), "size_px": s, "mouth_px": m, "results": results}
 

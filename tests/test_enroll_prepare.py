@@ -314,3 +314,26 @@ def test_inflated_silhouette_faces_outward_at_its_edges_only():
     assert n[40, 22, 0] < -0.5 and n[40, 78, 0] > 0.5  # left and right edges turn outward (camera x right)
     assert n[12, 50, 1] > 0.5  # the top edge turns up (camera y up)
     assert n[98, 10:90, 2].min() > 0.95  # the array border is not an edge
+
+
+def test_edge_feathering_smooths_the_step_between_mesh_and_fill_only():
+    from models.enroll.prepare import edge_band, feather_edges
+
+    covered = np.zeros((40, 40), bool)
+    covered[:, :20] = True  # the mesh on the left, what fills around it on the right
+    band = edge_band(covered, 3.0)
+    assert band[:, 17:23].all() and not band[:, :16].any() and not band[:, 24:].any()
+    down = np.array([0.0, -0.8, 0.6]) / np.linalg.norm([0.0, -0.8, 0.6])  # jaw underside
+    normals = np.zeros((40, 40, 3), np.float32)
+    normals[:, :20] = down
+    normals[:, 20:36] = (0.0, 0.0, 1.0)  # neck facing the camera; the last columns are off the person (zero)
+    out = feather_edges(normals, band, sigma_px=1.5)
+    np.testing.assert_array_equal(out[~band], normals[~band])
+    assert not out[:, 36:].any()
+    on = np.linalg.norm(normals, axis=-1) > 0.5
+    np.testing.assert_allclose(np.linalg.norm(out[on], axis=-1), 1.0, atol=1e-5)
+    row = out[20]
+    step_before = np.degrees(np.arccos(np.clip(normals[20, 19] @ normals[20, 20], -1, 1)))
+    steps_after = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", row[16:24], row[17:25]), -1, 1)))
+    assert step_before > 35 and steps_after.max() < 0.5 * step_before
+    assert np.all(np.diff(row[16:25, 2]) >= -1e-6)  # z turns monotonically from the jaw to the neck

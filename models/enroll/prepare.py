@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter, gaussian_filter1d
+from scipy.ndimage import distance_transform_edt, gaussian_filter, gaussian_filter1d, maximum_filter, minimum_filter
 from scipy.spatial import ConvexHull
 
 from models.enroll.expression import lip_region
@@ -57,9 +57,18 @@ MASK_BITS = {"face": 1, "skin": 2, "mouth_region": 4, "mouth_interior": 8}
 HEAD_ELLIPSOID_CENTER = (0.0, 0.2, -0.75)
 HEAD_ELLIPSOID_AXES = (0.85, 1.15, 1.05)
 FORMAT_VERSION = 1
-LAYERS_VERSION = 3  # what the crops stage computes per frame (2: coarse normals with eyes, mouth and outline filled;
-# 3: the rest of the person an inflated silhouette, no longer camera-facing)
+LAYERS_VERSION = 4  # what the crops stage computes per frame (2: coarse normals with eyes, mouth and outline filled;
+# 3: the rest of the person an inflated silhouette, no longer camera-facing; 4: normals feathered across the mesh's
+# edges)
 SILHOUETTE_ROUNDING = 0.08  # of the crop side: how far in from its edge the inflated silhouette faces the camera
+# Where the mesh meets what fills around it (jaw over neck, outline over head, lips over the teeth's arch) the normals
+# step from one surface to the other within a pixel, along the raster's staircase. The folded albedo cancels the step
+# under the enrollment light; under any other light, or under a mouth net whose smooth albedo cannot cancel it, it
+# drew a thin dark line along the jaw. A blur over a band either side of the edge (fractions of the crop side:
+# 1.5 px and 4 px at 256) smooths the step; on a synthetic head it also moved the normals toward the truth
+# (4.63 -> 4.48 deg on the face).
+EDGE_FEATHER_SIGMA = 1.5 / 256
+EDGE_FEATHER_BAND = 4.0 / 256
 
 
 @dataclass(frozen=True)
@@ -545,6 +554,24 @@ def inflated_silhouette_normals(person: np.ndarray, radius_px: float) -> np.ndar
     return (n / np.linalg.norm(n, axis=-1, keepdims=True)).astype(np.float32)
 
 
+def feather_edges(normals: np.ndarray, edge_band: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Unit normals (H, W, 3) with those in `edge_band` (H, W) bool replaced by a Gaussian blur (sigma_px) of the
+    map, renormalised. Zero normals (off the person) stay zero and do not pull their neighbours toward zero."""
+    valid = np.linalg.norm(normals, axis=-1) > 0.5
+    blurred = gaussian_filter(normals * valid[..., None], (sigma_px, sigma_px, 0), truncate=2.5)
+    out = normals.copy()
+    where = edge_band & valid
+    length = np.linalg.norm(blurred[where], axis=-1, keepdims=True)
+    out[where] = np.where(length > 1e-6, blurred[where] / np.maximum(length, 1e-6), normals[where])
+    return out.astype(np.float32)
+
+
+def edge_band(covered: np.ndarray, band_px: float) -> np.ndarray:
+    """bool (H, W): pixels within band_px (a square's half side) of the boundary of `covered`, on either side."""
+    size = 2 * int(round(band_px)) + 1
+    return maximum_filter(covered, size) & ~minimum_filter(covered, size)
+
+
 class FrameLayers:
     """Per-frame masks and coarse normals in crop space from the crop's landmarks and pose."""
 
@@ -554,6 +581,7 @@ class FrameLayers:
         self.region = lip_region()
         self._segmenter = SelfieSegmenter()
         # The eyes are closed over (lid to lid) for the normals: the mesh's own holes would read the head proxy.
+        self._mesh_triangle_count = len(self.topology.triangles)
         self._shaded_triangles = np.concatenate([
             self.topology.triangles.astype(np.int64),
             eye_fill_triangles(self.topology, load_canonical_face().vertices)])
@@ -628,7 +656,10 @@ class FrameLayers:
             # The arch faces the head's forward axis (the inner lips' own mean normal points down, measured 25 deg
             # worse against a synthetic head's teeth).
             out[mouth] = arch_normals(pix, corners[0], corners[1], pose.rotation[:, 2], pose.rotation[:, 0])
-        return out.reshape(s, s, 3)
+        # The mesh's own triangles, not the eye fills: the lid edges are where the eye fills meet the face.
+        mesh_covered = (raster.triangle_id >= 0) & (raster.triangle_id < self._mesh_triangle_count)
+        band = edge_band(mesh_covered, EDGE_FEATHER_BAND * s)
+        return feather_edges(out.reshape(s, s, 3), band, EDGE_FEATHER_SIGMA * s)
 
     def _ellipsoid_normals(self, pose: HeadPose, points_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Orthographic ray cast of the head ellipsoid through camera (x, y) points (N, 2) (pixels, y up): unit
