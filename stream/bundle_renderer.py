@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import binary_dilation
 from scipy.spatial import ConvexHull, QhullError
 
 from models.bundle import AvatarBundle, BundleError, load_bundle
 from models.colour import srgb_to_linear
-from models.face.masks import polygon_mask
+from models.face.masks import grow_mask, polygon_mask
 from models.face.resources import NUM_LANDMARKS, load_canonical_face
 from models.lighting.lighting import Lighting
 from models.lighting.sh import (IRRADIANCE_GAIN_PER_COEFF, Y1_CONST, Y2_CROSS_CONST, Y00_CONST, Y20_CONST,
@@ -282,15 +281,6 @@ def _mouth_geometry(bundle: AvatarBundle) -> MouthGeometry:
     )
 
 
-def _disk(radius_px: float) -> np.ndarray | None:
-    """Structuring element of mouth.mouth_region_mask's dilation (None for no growth)."""
-    r = int(math.ceil(radius_px))
-    if r <= 0:
-        return None
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (xx * xx + yy * yy) <= radius_px * radius_px
-
-
 CROP_EDGE_FADE_FRAC = 0.06
 
 
@@ -357,7 +347,7 @@ class BundleRenderer:
         self._unit_lut = codes / 255.0
         self.geometry = _mouth_geometry(bundle)
         self._subset_landmarks = a["idle_landmarks"][:, self.geometry.vertices].astype(np.float32)
-        self._grow_disk = _disk(float(bundle.info.get("mouth_mask_grow_px", 0.0)))
+        self._grow_px = float(bundle.info.get("mouth_mask_grow_px", 0.0))
 
     def _check_net_shapes(self) -> None:
         b, t = self.backend, self.mel_past_frames + 1 + self.mel_lookahead_frames
@@ -457,7 +447,7 @@ class BundleRenderer:
                 continue
             centre = hull.mean(0)
             mask |= polygon_mask(centre + MOUTH_HULL_GROWTH * (hull - centre), (m, m))
-        return binary_dilation(mask, structure=self._grow_disk) if self._grow_disk is not None else mask
+        return grow_mask(mask, self._grow_px)
 
     def _blend_mouth(self, i: int, coeffs: np.ndarray, layers: IdleLayers) -> None:
         out = self.backend.run("mouth", self.mouth_inputs(i, coeffs, layers))

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.ndimage import binary_dilation
 from scipy.spatial import ConvexHull
 
 from models.enroll.decompose import (
@@ -46,7 +45,7 @@ from models.enroll.expression import lip_region
 from models.enroll.losses import total_variation
 from models.enroll.nets import MouthNet
 from models.enroll.render_torch import shading, specular
-from models.face.masks import polygon_mask
+from models.face.masks import grow_mask, polygon_mask
 from models.lighting.sources import DirectionalLight, directional_lighting
 from models.raster import interpolate, rasterize, vertex_normals
 
@@ -139,11 +138,7 @@ def mouth_region_mask(meshes_px: list[np.ndarray], box_xy: np.ndarray, mouth_px:
         hull = pts[ConvexHull(pts).vertices]
         centre = hull.mean(0)
         mask |= polygon_mask(centre + REGION_GROWTH * (hull - centre) - offset, (mouth_px, mouth_px))
-    r = int(math.ceil(grow_px))
-    if r > 0:
-        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-        mask = binary_dilation(mask, structure=(xx * xx + yy * yy) <= grow_px * grow_px)
-    return mask
+    return grow_mask(mask, grow_px)
 
 
 def mouth_coarse_normals(landmarks_px: np.ndarray, triangles: np.ndarray, box_xy: np.ndarray,

@@ -6,6 +6,7 @@ Polygon fill of the mesh's ordered contours (see MeshTopology). Masks are bool H
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import binary_dilation
 from skimage.draw import polygon as fill_polygon
 
 from models.face.resources import load_topology
@@ -19,6 +20,15 @@ def polygon_mask(xy_px: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
     rr, cc = fill_polygon(xy_px[:, 1] - 0.5, xy_px[:, 0] - 0.5, shape=(h, w))
     mask[rr, cc] = True
     return mask
+
+
+def grow_mask(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    """bool mask dilated by a disc of radius_px (unchanged for radius_px <= 0)."""
+    r = int(np.ceil(radius_px))
+    if r <= 0:
+        return np.asarray(mask, bool)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return binary_dilation(mask, structure=(xx * xx + yy * yy) <= radius_px * radius_px)
 
 
 def face_mask(landmarks: FaceLandmarks, shape_hw: tuple[int, int]) -> np.ndarray:
