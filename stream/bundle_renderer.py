@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
 
 from models.bundle import AvatarBundle, BundleError, load_bundle
 from models.colour import srgb_to_linear
-from models.face.masks import grow_mask, polygon_mask
+from models.face.masks import grown_hulls_mask
 from models.face.resources import NUM_LANDMARKS, load_canonical_face
 from models.lighting.lighting import Lighting
 from models.lighting.sh import (IRRADIANCE_GAIN_PER_COEFF, Y1_CONST, Y2_CROSS_CONST, Y00_CONST, Y20_CONST,
@@ -50,7 +49,6 @@ LOOP_MODES = ("pingpong", "forward")
 N_MELS = 80
 # As models/enroll/prepare.py's mouth_region: the hull of the mostly-driven region vertices, grown about its centre.
 MOUTH_HULL_MIN_WEIGHT = 0.5
-MOUTH_HULL_GROWTH = 1.08
 _Y_DOWN = np.array([1.0, -1.0, 1.0])
 # A pose whose canonical face lands further than this (in inter-ocular units, median over vertices) from the stored
 # landmarks follows another convention; driving lips with it would put them somewhere else.
@@ -421,7 +419,8 @@ class BundleRenderer:
         idle_albedo = layers.albedo[by : by + m, bx : bx + m]
         idle_normals = layers.normals[by : by + m, bx : bx + m]
         idle_local = self._subset_landmarks[i][g.hull_rows] - np.array([bx, by, 0], np.float32)
-        mask = self._mouth_mask(local[g.hull_rows, :2], idle_local[:, :2])
+        # Grown as in training (mouth.py: mouth_region_mask), so the net sees the mask size it learned.
+        mask = grown_hulls_mask([local[g.hull_rows], idle_local], (m, m), grow_px=self._grow_px)
         keep = (~mask)[..., None].astype(np.float32)
 
         def chw(x):
@@ -433,21 +432,6 @@ class BundleRenderer:
             "idle_normals": chw(idle_normals * keep),
             "mouth_mask": mask.astype(np.float32)[None, None],
         }
-
-    def _mouth_mask(self, *meshes_px: np.ndarray) -> np.ndarray:
-        """(M, M) bool: the union of each mesh's lip-region hull grown about its own centre, then dilated by the
-        bundle's mouth_mask_grow_px: models/enroll/mouth.py's mouth_region_mask, the masks the net was trained on."""
-        m = self.mouth_px
-        mask = np.zeros((m, m), bool)
-        for points in meshes_px:
-            pts = points.astype(np.float64)
-            try:
-                hull = pts[ConvexHull(pts).vertices]
-            except QhullError:  # all points on a line: no area to generate
-                continue
-            centre = hull.mean(0)
-            mask |= polygon_mask(centre + MOUTH_HULL_GROWTH * (hull - centre), (m, m))
-        return grow_mask(mask, self._grow_px)
 
     def _blend_mouth(self, i: int, coeffs: np.ndarray, layers: IdleLayers) -> None:
         out = self.backend.run("mouth", self.mouth_inputs(i, coeffs, layers))

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.spatial import ConvexHull
 
 from models.enroll.decompose import (
     DecompositionModelTorch,
@@ -45,7 +44,7 @@ from models.enroll.expression import lip_region
 from models.enroll.losses import total_variation
 from models.enroll.nets import MouthNet
 from models.enroll.render_torch import shading, specular
-from models.face.masks import grow_mask, polygon_mask
+from models.face.masks import grown_hulls_mask
 from models.lighting.sources import DirectionalLight, directional_lighting
 from models.raster import interpolate, rasterize, vertex_normals
 
@@ -53,7 +52,6 @@ STAGE = "mouth"
 MODEL_FILE = "mouth/model.pt"
 # Lip-region vertices that take at least this much of the driven shape bound the mask (as prepare's mouth_region).
 REGION_WEIGHT_MIN = 0.5
-REGION_GROWTH = 1.08  # hull scaled about its centre: the shading around the lips changes too
 
 
 @dataclass(frozen=True)
@@ -129,16 +127,11 @@ def mouth_box(landmarks_px: np.ndarray, size_px: int, mouth_px: int, center_down
 
 
 def mouth_region_mask(meshes_px: list[np.ndarray], box_xy: np.ndarray, mouth_px: int, grow_px: float) -> np.ndarray:
-    """bool (M, M): union over the meshes (crop px) of their lip-region hull, grown REGION_GROWTH about its centre,
-    then dilated by grow_px, in the box with top-left box_xy."""
-    mask = np.zeros((mouth_px, mouth_px), bool)
+    """bool (M, M): union over the meshes (crop px) of their lip-region hull, grown LIP_HULL_GROWTH about its
+    centre, then dilated by grow_px, in the box with top-left box_xy."""
     offset = np.asarray(box_xy, np.float64)
-    for mesh in meshes_px:
-        pts = _region_points(mesh)
-        hull = pts[ConvexHull(pts).vertices]
-        centre = hull.mean(0)
-        mask |= polygon_mask(centre + REGION_GROWTH * (hull - centre) - offset, (mouth_px, mouth_px))
-    return grow_mask(mask, grow_px)
+    return grown_hulls_mask([_region_points(mesh) - offset for mesh in meshes_px], (mouth_px, mouth_px),
+                            grow_px=grow_px)
 
 
 def mouth_coarse_normals(landmarks_px: np.ndarray, triangles: np.ndarray, box_xy: np.ndarray,

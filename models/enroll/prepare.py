@@ -30,14 +30,13 @@ from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter, gaussian_filter1d, maximum_filter, minimum_filter
-from scipy.spatial import ConvexHull
 
 from models.enroll.expression import lip_region
 from models.enroll.workdir import WorkDir, atomic_path, atomic_save_npy, atomic_save_npz, file_sha256
 from models.face.crop import RotatedRect, sample_crop
 from models.face.detector import FaceDetector
 from models.face.fill import arch_normals, eye_fill_triangles
-from models.face.masks import polygon_mask
+from models.face.masks import grown_hulls_mask, polygon_mask
 from models.face.mesh import FaceMesh
 from models.face.pose import HeadPose, estimate_head_pose
 from models.face.resources import NUM_LANDMARKS, load_canonical_face, load_topology
@@ -605,10 +604,8 @@ class FrameLayers:
     def mouth_region(self, landmarks_px: np.ndarray) -> np.ndarray:
         """Where driven lips change the picture: the hull of the mostly-driven lip-region vertices (weight >= 0.5:
         lips, chin, lower cheeks, jaw), grown by 8% about its centre to cover the shading around them."""
-        pts = landmarks_px[self.region.indices[self.region.weights >= 0.5], :2].astype(np.float64)
-        hull = pts[ConvexHull(pts).vertices]
-        centre = hull.mean(0)
-        return polygon_mask(centre + 1.08 * (hull - centre), (self.size_px, self.size_px))
+        pts = landmarks_px[self.region.indices[self.region.weights >= 0.5], :2]
+        return grown_hulls_mask([pts], (self.size_px, self.size_px))
 
     def person_matte(self, crop: np.ndarray) -> np.ndarray:
         """float32 (S, S) in [0, 1]. The crop is square, so the network sees it unstretched."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import binary_dilation
+from scipy.spatial import ConvexHull, QhullError
 from skimage.draw import polygon as fill_polygon
 
 from models.face.resources import load_topology
@@ -20,6 +21,27 @@ def polygon_mask(xy_px: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
     rr, cc = fill_polygon(xy_px[:, 1] - 0.5, xy_px[:, 0] - 0.5, shape=(h, w))
     mask[rr, cc] = True
     return mask
+
+
+# The mouth region: the hull of the mostly-driven lip-region vertices scaled about its centre, because the shading
+# around the lips changes with them too. Prepare's masks, mouth-net training and the live renderer share it.
+LIP_HULL_GROWTH = 1.08
+
+
+def grown_hulls_mask(point_sets, shape_hw: tuple[int, int], growth: float = LIP_HULL_GROWTH,
+                     grow_px: float = 0.0) -> np.ndarray:
+    """bool (H, W): union over the point sets (N_k, 2) (x, y px) of their convex hulls scaled by `growth` about
+    their centres, then dilated by grow_px. A set whose points lie on a line has no area and adds nothing."""
+    mask = np.zeros(_check_shape(shape_hw), bool)
+    for points in point_sets:
+        pts = np.asarray(points, np.float64)[:, :2]
+        try:
+            hull = pts[ConvexHull(pts).vertices]
+        except QhullError:
+            continue
+        centre = hull.mean(0)
+        mask |= polygon_mask(centre + growth * (hull - centre), shape_hw)
+    return grow_mask(mask, grow_px)
 
 
 def grow_mask(mask: np.ndarray, radius_px: float) -> np.ndarray:
