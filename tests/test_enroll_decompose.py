@@ -105,6 +105,48 @@ def test_folded_albedo_reproduces_the_frame_under_the_learned_light(tmp_path):
     rendered = f.image.permute(0, 2, 3, 1).numpy()
     lit = (matte > 0.5) & (f.diffuse.min(1).values.numpy() > 0.05)
     assert lit.sum() > 1000
-    assert np.abs(rendered - image)[lit].max() < 1e-3
+    # Exact wherever the folded albedo is not clamped at 1 (normalise_exposure lets up to 0.5 % of it reach 1).
+    unclamped = lit & (layers.albedo.max(-1) < 0.999)
+    assert unclamped.sum() > 0.98 * lit.sum()
+    assert np.abs(rendered - image)[unclamped].max() < 1e-3
     # Unfolded, the net's albedo after 5 steps explains the frame far worse: folding did something.
     assert np.abs(layers.albedo - layers.albedo_net)[lit].mean() > 0.01
+
+
+def _formed(model, pool: FramePool) -> tuple[torch.Tensor, torch.Tensor]:
+    t = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
+    with torch.no_grad():
+        normals, _, albedo, spec = model.net(t(pool.image), t(pool.coarse_normals))
+        f = form_image(albedo, normals, spec, model.lighting(), model.shading_net, *model.lighting.specular_lights(),
+                       32.0)
+    return f.image, albedo
+
+
+def test_exposure_normalisation_keeps_the_frames_and_lights_the_face_at_one(tmp_path):
+    pool, _ = _sphere_pool(4)
+    result = train_decomposition(WorkDir(tmp_path), pool, _params(40), progress=False)
+    model = result.model  # normalised by train_decomposition
+    peak, headroom = model.exposure_limits(pool)
+    assert peak <= 1.0 + 1e-4 and headroom <= 1.0 + 1e-4
+    assert peak == pytest.approx(1.0, rel=1e-4) or headroom == pytest.approx(1.0, rel=1e-4)
+    k = float(model.lighting.exposure)
+    assert k > 1.2, "the pinned-L00 lighting lights the sphere brighter than 1: the test needs a k that changes things"
+    after, albedo = _formed(model, pool)
+    # The same model at the training scale.
+    for buf in (model.lighting.exposure, model.net.albedo_gain):
+        buf.fill_(1.0)
+    before, albedo_before = _formed(model, pool)
+    unclipped = (albedo_before * k < 0.999).all(dim=1, keepdim=True).expand_as(before)
+    assert unclipped.float().mean() > 0.5
+    np.testing.assert_allclose(after[unclipped].numpy(), before[unclipped].numpy(), atol=1e-5)
+    np.testing.assert_allclose((albedo / albedo_before).mean().item(), k, rtol=0.2)
+
+
+def test_model_files_of_an_older_format_are_refused(tmp_path):
+    wd = WorkDir(tmp_path)
+    train_decomposition(wd, _sphere_pool(2)[0], _params(2), progress=False)
+    state = torch.load(wd.path("decompose/model.pt"), weights_only=False)
+    del state["params"]["model_format"]
+    torch.save(state, wd.path("decompose/model.pt"))
+    with pytest.raises(ValueError, match="format 1, this relitcam needs 2"):
+        load_model(wd)

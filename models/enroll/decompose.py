@@ -6,8 +6,12 @@ The video's lighting is unknown and fixed, so one SH lighting L (9x3) is learned
     I ~= A * (SC(N, S_shad(N, L)) + C_spec * S_spec(N, key))       inside the person matte (face weighted x2)
 
 with N = normalize(N_coarse + residual) and `key` one learned light (direction, colour) for the specular lobe.
-The albedo / lighting split is ambiguous in scale, so L is renormalised every step to a fixed mean L00 (the constant term); colour is pinned by a weak prior tying albedo chroma to image
-chroma. Priors: L1 on the normal residual (the mesh is right unless the image insists), TV + histogram entropy on the
+The albedo / lighting split is ambiguous in scale, so L is renormalised every step to a fixed mean L00 (the constant
+term); colour is pinned by a weak prior tying albedo chroma to image chroma. After training the split is rescaled
+once (`normalise_exposure`, exact: the frames reconstruct the same) so the face's brightest diffuse shading is 1,
+the exposure the presets and HDR maps are given (less where that would clip the albedo of more than 0.5 % of the
+person): a pinned L00 says nothing about how bright the face is lit (the default avatar's learned light lit it at
+5.9), and under a preset such an avatar came out 6x too dark. Priors: L1 on the normal residual (the mesh is right unless the image insists), TV + histogram entropy on the
 albedo (few, flat materials: shading variation must go to S), TV on C_spec and the residual, a small L1 on C_spec
 (no specular unless it explains something) and on the shading correction's log-gain (SC is for occlusion /
 subsurface effects the SH model lacks, not a second albedo).
@@ -49,6 +53,11 @@ from models.lighting.sh import constant_sh, project_directional
 
 STAGE = "decompose"
 MODEL_FILE = "decompose/model.pt"
+# 2: grey, normal-only shading gain; exposure normalised after training. Part of the params' JSON, so checkpoints, stage
+# records and model files of an earlier format are not taken for this one.
+MODEL_FORMAT = 2
+EXPOSURE_PERCENTILE = 99.0  # the face's "brightest" diffuse shading, robust to a few glancing pixels
+ALBEDO_HEADROOM_PERCENTILE = 99.5  # the share of the person's albedo that must stay <= 1 after normalise_exposure
 # sRGB byte -> linear value, so converting a batch is one table lookup.
 SRGB_TO_LINEAR_LUT = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0).astype(np.float32)
 
@@ -94,6 +103,7 @@ class DecomposeParams:
     def to_json(self) -> dict:
         d = asdict(self)
         d["widths"] = list(self.widths)
+        d["model_format"] = MODEL_FORMAT
         return d
 
 
@@ -152,13 +162,14 @@ class LearnedLighting(torch.nn.Module):
         key = dirs[0] if len(dirs) else np.array([0.0, 0.0, 1.0], np.float32)
         self.key_dir = torch.nn.Parameter(torch.as_tensor(key, dtype=torch.float32).clone())
         self.key_log_rgb = torch.nn.Parameter(torch.full((3,), math.log(init_key_specular)))
+        self.register_buffer("exposure", torch.ones(()))  # every radiance is divided by it (normalise_exposure)
 
     def forward(self) -> torch.Tensor:
-        return self.raw * (self.l00_mean / self.raw[0].mean())
+        return self.raw * (self.l00_mean / self.raw[0].mean()) / self.exposure
 
     def specular_lights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(dirs (1, 3) unit, integrated radiance (1, 3))."""
-        return F.normalize(self.key_dir, dim=0)[None], torch.exp(self.key_log_rgb)[None]
+        return F.normalize(self.key_dir, dim=0)[None], (torch.exp(self.key_log_rgb) / self.exposure)[None]
 
 
 @dataclass
@@ -175,7 +186,7 @@ def form_image(albedo, normals, spec_weight, sh, shading_net: ShadingCorrection,
                light_rgb: torch.Tensor, shininess: float) -> Formation:
     # Clamped like models/render.shading: the 9-term irradiance dips below 0 opposite a strong light.
     s_sh = shading(normals, sh).clamp_min(0.0)
-    log_gain = shading_net.max_log_gain * torch.tanh(shading_net.mlp(torch.cat([normals, s_sh], dim=1)))
+    log_gain = shading_net.log_gain(normals)
     diffuse = s_sh * torch.exp(log_gain)
     s_spec = specular(normals, light_dirs, light_rgb, shininess)
     return Formation(albedo * (diffuse + spec_weight * s_spec), diffuse, s_spec, log_gain)
@@ -312,6 +323,42 @@ class DecompositionModelTorch(torch.nn.Module):
             dirs, rgb = self.lighting.specular_lights()
         return dirs.numpy().astype(np.float32), rgb.numpy().astype(np.float32)
 
+    @torch.no_grad()
+    def exposure_limits(self, pool: FramePool, max_frames: int = 32) -> tuple[float, float]:
+        """On a few pool frames at the current scale: (the EXPOSURE_PERCENTILE of the grey diffuse shading (SH +
+        correction) on the face, the ALBEDO_HEADROOM_PERCENTILE of the folded albedo's brightest channel on the
+        person)."""
+        pick = np.linspace(0, len(pool) - 1, min(len(pool), max_frames)).round().astype(int)
+        t = lambda a: torch.from_numpy(a[pick].astype(np.float32))  # noqa: E731
+        image = t(pool.image)
+        normals, _, _, spec_weight = self.net(image, t(pool.coarse_normals))
+        s_sh = shading(normals, self.lighting()).clamp_min(0.0)
+        diffuse = self.shading_net(normals, s_sh)
+        face = (t(pool.face)[:, 0] > 0.5) & (t(pool.matte)[:, 0] > 0.5)
+        if not bool(face.any()):
+            raise ValueError("no face pixels in the pool frames: cannot set the lighting's exposure")
+        peak = float(np.percentile(diffuse.mean(dim=1)[face].numpy(), EXPOSURE_PERCENTILE))
+        denom = diffuse + spec_weight * specular(normals, *self.lighting.specular_lights(), self.shininess)
+        lit = (t(pool.matte)[:, 0] > 0.5) & (denom.min(dim=1).values > 0.02 * peak)
+        folded = (image / denom.clamp_min(1e-6)).amax(dim=1)[lit]
+        headroom = float(np.percentile(folded.numpy(), ALBEDO_HEADROOM_PERCENTILE)) if folded.numel() else 0.0
+        return peak, headroom
+
+    @torch.no_grad()
+    def normalise_exposure(self, pool: FramePool) -> float:
+        """Rescale the albedo / lighting split to the presets' exposure: lighting / k, albedo x k (clamped at 1),
+        the shading correction fed its input x k as it was trained. k puts the face's brightest diffuse shading at 1,
+        unless that would push more than 0.5 % of the person's folded albedo over 1 (a white collar in shade, a
+        highlight the specular lobe missed): then k is as large as that allows. The image formation is unchanged
+        wherever the albedo stays below 1. Returns k."""
+        peak, headroom = self.exposure_limits(pool)
+        if not (np.isfinite(peak) and peak > 1e-6):
+            raise ValueError(f"the learned lighting leaves the face unlit (diffuse peak {peak:g})")
+        k = peak if headroom <= 0 else min(peak, 1.0 / headroom)
+        self.lighting.exposure *= k
+        self.net.albedo_gain *= k
+        return k
+
 
 def _make_optimizer(model: DecompositionModelTorch, params: DecomposeParams) -> torch.optim.Optimizer:
     return torch.optim.Adam(
@@ -433,6 +480,8 @@ def train_decomposition(
                         progress=progress, max_steps_this_run=max_steps_this_run, show="recon")
     result = DecomposeResult(model, params, run.steps_done, run.elapsed_s, run.history, run.resumed_from_step)
     if run.steps_done >= params.steps:
+        # After the checkpoint (which keeps the training scale): a resumed finished run normalises the same way.
+        model.normalise_exposure(pool)
         save_model(workdir, result)
     return result
 
@@ -462,6 +511,10 @@ def load_model(workdir: WorkDir) -> tuple[DecompositionModelTorch, dict]:
         raise ValueError(f"no trained decomposition in {workdir.root} ({MODEL_FILE} missing); run train_decomposition")
     state = torch.load(path, map_location="cpu", weights_only=False)
     p = dict(state["params"])
+    found = p.pop("model_format", 1)
+    if found != MODEL_FORMAT:
+        raise ValueError(f"{path} is a decomposition of format {found}, this relitcam needs {MODEL_FORMAT} "
+                         "(retrain it: enroll again, or delete that file)")
     p["widths"] = tuple(p["widths"])
     model = DecompositionModelTorch(DecomposeParams(**p))
     model.load_state_dict(state["model"])

@@ -68,6 +68,9 @@ class DecompositionNet(nn.Module):
         # work_scale 1, the same weights run on S-px frames with work_scale k.
         self.work_scale = work_scale
         self.trunk = UNet(6, 7, widths)
+        # Set once after training (DecompositionModelTorch.normalise_exposure): the albedo's share of the
+        # albedo/light scale, so the learned lighting has the presets' exposure. 1 while training.
+        self.register_buffer("albedo_gain", torch.ones(()))
 
     def forward(self, image: torch.Tensor, coarse_normals: torch.Tensor):
         x = torch.cat([image, coarse_normals], dim=1)
@@ -78,25 +81,35 @@ class DecompositionNet(nn.Module):
             out = self.trunk(x)
         residual = self.max_residual * torch.tanh(out[:, 0:3])
         normals = F.normalize(coarse_normals + residual, dim=1)
-        albedo = torch.sigmoid(out[:, 3:6])
+        albedo = (torch.sigmoid(out[:, 3:6]) * self.albedo_gain).clamp(max=1.0)
         spec_weight = torch.sigmoid(out[:, 6:7])
         return normals, residual, albedo, spec_weight
 
 
 class ShadingCorrection(nn.Module):
-    """Per-pixel learned correction of analytic SH shading (occlusion, subsurface): S = S_sh * exp(delta(N, S_sh)).
+    """Learned correction of analytic SH shading: S_shad(N, L) = S_sh(N, L) * exp(delta(N)), one grey gain per normal
+    (what SH irradiance lacks and the surface carries: occlusion in folds and sockets, darkening toward grazing
+    normals).
 
-    1x1 convolutions only, so it costs a few multiply-adds per pixel when it runs live with a new lighting.
+    The gain depends on the normal only, not on the lighting. Learned under the video's one lighting, a gain that
+    also took the shading value could be any function off that lighting's shading (under another lighting it
+    extrapolated: -4 dB under one of the synthetic clip's held-out lights), and a per-channel one tinted the face
+    green-grey under the presets; colour belongs to the albedo and the light. A normal-only gain also cancels
+    exactly in a relit idle frame (its albedo is folded with it), so only generated pixels (the mouth) depend on it.
+    1x1 convolutions: a few multiply-adds per pixel live.
     """
 
     def __init__(self, hidden: int = 16, max_log_gain: float = 0.7):
         super().__init__()
         self.max_log_gain = max_log_gain
-        self.mlp = nn.Sequential(nn.Conv2d(6, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, 3, 1))
+        self.mlp = nn.Sequential(nn.Conv2d(3, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, 1, 1))
+
+    def log_gain(self, normals: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) log of the gain, bounded by max_log_gain."""
+        return self.max_log_gain * torch.tanh(self.mlp(normals))
 
     def forward(self, normals: torch.Tensor, sh_shading: torch.Tensor) -> torch.Tensor:
-        delta = self.max_log_gain * torch.tanh(self.mlp(torch.cat([normals, sh_shading], dim=1)))
-        return sh_shading * torch.exp(delta)
+        return sh_shading * torch.exp(self.log_gain(normals))
 
 
 class MouthNet(nn.Module):
