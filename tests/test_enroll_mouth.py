@@ -89,6 +89,13 @@ def test_train_and_paste(tmp_path):
     np.testing.assert_array_equal(pasted.albedo[0][outside], layers.albedo[0][outside])
     assert pasted.blend.shape == (4, 24, 24) and 0 <= pasted.blend.min() and pasted.blend.max() <= 1
     np.testing.assert_allclose(np.linalg.norm(pasted.normals, axis=-1), 1.0, atol=1e-4)
+    # The finished checkpoint resumes for the same decomposition, not for a retrained one.
+    again = train_mouth(wd, samples, decomposition, params, progress=False)
+    assert again.resumed_from_step == 8
+    with torch.no_grad():
+        decomposition.lighting.exposure.fill_(2.0)
+    other = train_mouth(wd, samples, decomposition, params, progress=False)
+    assert other.resumed_from_step == 0 and other.steps_done == 8
 
 
 def test_random_lightings_are_plausible():

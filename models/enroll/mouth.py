@@ -367,6 +367,17 @@ class MouthResult:
     resumed_from_step: int = 0
 
 
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of a module's parameters and buffers, in state_dict order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def train_mouth(workdir: WorkDir, samples: MouthSamples, decomposition: DecompositionModelTorch,
                 params: MouthParams | None = None, *, resume: bool = True, progress: bool = True,
                 max_steps_this_run: int | None = None) -> MouthResult:
@@ -380,7 +391,10 @@ def train_mouth(workdir: WorkDir, samples: MouthSamples, decomposition: Decompos
     for p in decomposition.parameters():
         p.requires_grad_(False)
     learned = learned_lighting(decomposition)
-    params_json = {**params.to_json(), "mouth_px": samples.mouth_px, "samples": len(samples)}
+    # The decomposition's fingerprint too: a checkpoint trained on another decomposition's layers and lighting (a
+    # retrained one, a new format) must not be resumed as if it were this one's.
+    params_json = {**params.to_json(), "mouth_px": samples.mouth_px, "samples": len(samples),
+                   "decomposition": module_fingerprint(decomposition)}
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         t = step / max(params.steps - 1, 1)
