@@ -337,3 +337,24 @@ def test_edge_feathering_smooths_the_step_between_mesh_and_fill_only():
     steps_after = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", row[16:24], row[17:25]), -1, 1)))
     assert step_before > 35 and steps_after.max() < 0.5 * step_before
     assert np.all(np.diff(row[16:25, 2]) >= -1e-6)  # z turns monotonically from the jaw to the neck
+
+
+def test_head_ellipsoid_turns_into_the_silhouette_without_a_step_at_its_rim():
+    from models.enroll.prepare import _into_silhouette
+
+    # A row across the ellipsoid's right rim inside wider hair: the ellipsoid's normal turns to grazing, the
+    # silhouette's (hair) still faces the camera, and past the rim only the silhouette is there.
+    x = np.linspace(0.0, 1.2, 121)
+    inside = x < 1.0
+    nz = np.sqrt(np.clip(1.0 - x ** 2, 0.0, 1.0))
+    ellipsoid = np.stack([np.where(inside, x, 1.0), np.zeros_like(x), nz], axis=1)
+    hair = np.tile([0.2, 0.0, 1.0], (x.size, 1)) / np.linalg.norm([0.2, 0.0, 1.0])
+    out = _into_silhouette(ellipsoid.astype(np.float32), inside, hair.astype(np.float32))
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out[x < 0.5], ellipsoid[x < 0.5], atol=1e-6)  # facing the camera: the ellipsoid's
+    np.testing.assert_allclose(out[~inside], hair[~inside], atol=1e-6)
+    step = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", out[1:], out[:-1]), -1, 1)))
+    hard = np.degrees(np.arccos(np.clip(ellipsoid[inside][-1] @ hair[0], -1, 1)))
+    rim = int(np.flatnonzero(inside)[-1])
+    assert hard > 60 and step[rim] < 1.0  # across the rim: the hard switch's step, against none
+    assert step.max() < 0.25 * hard  # and no new step elsewhere (the ellipsoid curves fast near its rim by itself)
