@@ -3,18 +3,19 @@ lighting (ReliTalk eq. 9-18, 21), then compute the idle-loop frames' layers.
 
 The video's lighting is unknown and fixed, so one SH lighting L (9x3) is learned together with the nets:
 
-    I ~= A * (SC(N, S_shad(N, L)) + C_spec * S_spec(N, key))       inside the person matte (face weighted x2)
+    I ~= A * (S_shad(N, L) * g(N) + C_spec * S_spec(N, key))       inside the person matte (face weighted x2)
 
-with N = normalize(N_coarse + residual) and `key` one learned light (direction, colour) for the specular lobe.
+with N = normalize(N_coarse + residual), g the learned shading correction (a grey gain of the normal,
+nets.ShadingCorrection) and `key` one learned light (direction, colour) for the specular lobe.
 The albedo / lighting split is ambiguous in scale, so L is renormalised every step to a fixed mean L00 (the constant
 term); colour is pinned by a weak prior tying albedo chroma to image chroma. After training the split is rescaled
 once (`normalise_exposure`, exact: the frames reconstruct the same) so the face's brightest diffuse shading is 1,
 the exposure the presets and HDR maps are given (less where that would clip the albedo of more than 0.5 % of the
 person): a pinned L00 says nothing about how bright the face is lit (the default avatar's learned light lit it at
-5.9), and under a preset such an avatar came out 6x too dark. Priors: L1 on the normal residual (the mesh is right unless the image insists), TV + histogram entropy on the
-albedo (few, flat materials: shading variation must go to S), TV on C_spec and the residual, a small L1 on C_spec
-(no specular unless it explains something) and on the shading correction's log-gain (SC is for occlusion /
-subsurface effects the SH model lacks, not a second albedo).
+5.9), and under a preset such an avatar came out 6x too dark. Priors: L1 on the normal residual (the mesh is right
+unless the image insists), TV + histogram entropy on the albedo (few, flat materials: shading variation must go to
+S), TV on C_spec and the residual, a small L1 on C_spec (no specular unless it explains something) and on the
+shading correction's log-gain (g is for occlusion the SH model lacks, not a second albedo).
 
 To fit the CPU budget the nets train on whole frames averaged down by `work_scale` (2: 128 px for S = 256), a
 quarter of the pixels per step; the decomposition net then runs on full frames with the same factor inside
@@ -28,7 +29,7 @@ uninterrupted run would have drawn, so its losses match step for step.
 
 Idle-loop layers (`frame_layers`): the net's albedo is smooth and loses detail the frame has (pores, fine shadows
 the priors pushed out). With `fold_residual` the per-frame reconstruction residual is folded into the albedo:
-albedo_eff = I / (SC(S_shad) + C_spec S_spec) under the learned L, so rendering the layers under L gives the frame
+albedo_eff = I / (S_shad g + C_spec S_spec) under the learned L, so rendering the layers under L gives the frame
 back exactly (up to clamping to [0, 1] and where the shading is too dark to divide by). docs/enroll.md has the
 measured effect of both choices on relighting.
 """
@@ -346,8 +347,8 @@ class DecompositionModelTorch(torch.nn.Module):
 
     @torch.no_grad()
     def normalise_exposure(self, pool: FramePool) -> float:
-        """Rescale the albedo / lighting split to the presets' exposure: lighting / k, albedo x k (clamped at 1),
-        the shading correction fed its input x k as it was trained. k puts the face's brightest diffuse shading at 1,
+        """Rescale the albedo / lighting split to the presets' exposure: lighting / k, albedo x k (clamped at 1).
+        k puts the face's brightest diffuse shading at 1,
         unless that would push more than 0.5 % of the person's folded albedo over 1 (a white collar in shade, a
         highlight the specular lobe missed): then k is as large as that allows. The image formation is unchanged
         wherever the albedo stays below 1. Returns k."""

@@ -270,7 +270,7 @@ def random_lighting(rng: np.random.Generator) -> TorchLighting:
 
 
 def relight(albedo, normals, spec_weight, lighting: TorchLighting, shading_net, shininess: float) -> torch.Tensor:
-    """I = A * (SC(N, S_shad) + C_spec * S_spec) with explicit specular lights (as the live renderer)."""
+    """I = A * (S_shad g(N) + C_spec * S_spec) with explicit specular lights (as the live renderer)."""
     s_sh = shading(normals, lighting.sh).clamp_min(0.0)
     diffuse = shading_net(normals, s_sh) if shading_net is not None else s_sh
     return albedo * (diffuse + spec_weight * specular(normals, lighting.dirs, lighting.colours, shininess))
