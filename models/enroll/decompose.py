@@ -59,6 +59,7 @@ MODEL_FILE = "decompose/model.pt"
 MODEL_FORMAT = 2
 EXPOSURE_PERCENTILE = 99.0  # the face's "brightest" diffuse shading, robust to a few glancing pixels
 ALBEDO_HEADROOM_PERCENTILE = 99.5  # the share of the person's albedo that must stay <= 1 after normalise_exposure
+MIN_FOLD_SHADING = 0.02  # frame_layers keeps the net's albedo where the shading is darker than this
 # sRGB byte -> linear value, so converting a batch is one table lookup.
 SRGB_TO_LINEAR_LUT = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0).astype(np.float32)
 
@@ -333,15 +334,16 @@ class DecompositionModelTorch(torch.nn.Module):
         t = lambda a: torch.from_numpy(a[pick].astype(np.float32))  # noqa: E731
         image = t(pool.image)
         normals, _, _, spec_weight = self.net(image, t(pool.coarse_normals))
-        s_sh = shading(normals, self.lighting()).clamp_min(0.0)
-        diffuse = self.shading_net(normals, s_sh)
+        f = form_image(torch.ones_like(image), normals, spec_weight, self.lighting(), self.shading_net,
+                       *self.lighting.specular_lights(), self.shininess)
         face = (t(pool.face)[:, 0] > 0.5) & (t(pool.matte)[:, 0] > 0.5)
         if not bool(face.any()):
             raise ValueError("no face pixels in the pool frames: cannot set the lighting's exposure")
-        peak = float(np.percentile(diffuse.mean(dim=1)[face].numpy(), EXPOSURE_PERCENTILE))
-        denom = diffuse + spec_weight * specular(normals, *self.lighting.specular_lights(), self.shininess)
-        lit = (t(pool.matte)[:, 0] > 0.5) & (denom.min(dim=1).values > 0.02 * peak)
-        folded = (image / denom.clamp_min(1e-6)).amax(dim=1)[lit]
+        peak = float(np.percentile(f.diffuse.mean(dim=1)[face].numpy(), EXPOSURE_PERCENTILE))
+        denom = f.image  # S_diffuse + C_spec S_spec, what frame_layers divides by; it folds where this exceeds
+        # MIN_FOLD_SHADING after the rescale, i.e. MIN_FOLD_SHADING * peak here
+        lit = (t(pool.matte)[:, 0] > 0.5) & (denom.min(dim=1).values > MIN_FOLD_SHADING * peak)
+        folded = (image / denom).amax(dim=1)[lit]
         headroom = float(np.percentile(folded.numpy(), ALBEDO_HEADROOM_PERCENTILE)) if folded.numel() else 0.0
         return peak, headroom
 
@@ -540,7 +542,7 @@ class LayerStack:
 
 
 def frame_layers(model: DecompositionModelTorch, crops: np.ndarray, coarse_normals: np.ndarray, matte: np.ndarray,
-                 fold_residual: bool = True, batch: int = 4, min_shading: float = 0.02) -> LayerStack:
+                 fold_residual: bool = True, batch: int = 4, min_shading: float = MIN_FOLD_SHADING) -> LayerStack:
     """Run the decomposition on frames (crops uint8 sRGB (n, S, S, 3), coarse normals (n, S, S, 3), matte (n, S, S)
     in [0, 1]) and return their layers. With fold_residual the albedo reproduces each frame exactly under the
     learned lighting wherever the shading exceeds `min_shading` (and the result stays in [0, 1])."""
