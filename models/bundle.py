@@ -56,6 +56,16 @@ class AvatarBundle:
     arrays: dict[str, np.ndarray]
     info: dict = field(default_factory=dict)  # training facts: video, frames, time, metrics
 
+    def learned_lighting(self):
+        """The enrollment video's lighting as models.lighting.Lighting: `sh_coeffs` plus the specular key light(s)
+        of `info.learned_specular_lights` (none when the bundle does not record them). Under it the idle frames
+        render as recorded."""
+        from models.lighting.lighting import Lighting
+
+        spec = self.info.get("learned_specular_lights", {"dirs": [], "colours": []})
+        return Lighting(np.asarray(self.sh_coeffs, np.float32), np.asarray(spec["dirs"], np.float32).reshape(-1, 3),
+                        np.asarray(spec["colours"], np.float32).reshape(-1, 3), name="learned")
+
     def net_path(self, name: str) -> Path:
         if name not in self.nets:
             raise BundleError(f"bundle {self.path} has no net {name!r}; it has {sorted(self.nets)}")

@@ -24,18 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.colour import linear_to_srgb  # noqa: E402
-from models.lighting.lighting import Lighting  # noqa: E402
 from models.lighting.sources import preset  # noqa: E402
 from stream.bundle_renderer import DEFAULT_BUNDLE, BundleRenderer  # noqa: E402
 
 PRESETS = ("soft_front", "studio_key", "left_side", "warm_sunset")
-
-
-def learned_lighting(renderer: BundleRenderer) -> Lighting:
-    info = renderer.bundle.info
-    key = info.get("learned_specular_lights", {"dirs": np.zeros((0, 3)), "colours": np.zeros((0, 3))})
-    return Lighting(np.asarray(renderer.bundle.sh_coeffs, np.float32), np.asarray(key["dirs"], np.float32),
-                    np.asarray(key["colours"], np.float32), "learned")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     renderer = BundleRenderer(args.bundle)
-    lightings = [learned_lighting(renderer)] + [preset(name) for name in PRESETS]
+    lightings = [renderer.bundle.learned_lighting()] + [preset(name) for name in PRESETS]
     frames = np.linspace(0, renderer.n_idle_frames - 1, args.frames).round().astype(int)
     means = {lit.name: [] for lit in lightings}
     rows = []

@@ -388,7 +388,6 @@ def contact_sheet(renderer, workdir: Path, speech: Path, path: Path, n_open: int
     from models.audio.mel import log_mel
     from models.audio.window import mel_windows_for_video
     from models.enroll.prepare import load_prepared
-    from models.lighting.lighting import Lighting
     from models.lighting.sources import preset
     from models.media import read_audio
 
@@ -408,10 +407,7 @@ def contact_sheet(renderer, workdir: Path, speech: Path, path: Path, n_open: int
     order = np.argsort(gap)
     picks = list(frames[order[:n_closed]]) + list(frames[order[::-1][:n_open]])
     labels = [f"closed f{f}" for f in picks[:n_closed]] + [f"open f{f}" for f in picks[n_closed:]]
-    spec = r.bundle.info.get("learned_specular_lights", {"dirs": [], "colours": []})
-    learned = Lighting(np.asarray(r.bundle.sh_coeffs, np.float32), np.asarray(spec["dirs"], np.float32).reshape(-1, 3),
-                       np.asarray(spec["colours"], np.float32).reshape(-1, 3), name="learned")
-    lights = [("learned (original)", learned)] + [(name, preset(name)) for name in SHEET_LIGHTS]
+    lights = [("learned (original)", r.bundle.learned_lighting())] + [(name, preset(name)) for name in SHEET_LIGHTS]
     s = r.size_px
     prepared = load_prepared(workdir)
     real = prepared.crops(int(prepared.frame_count * 0.9))

@@ -95,3 +95,14 @@ def test_refuses_wrong_net_shape(tmp_path, tiny_onnx):
     path = _write(tmp_path, tiny_onnx, onnx_files={"mouth": (onnx_path, bad)})
     with pytest.raises(BundleError, match="input 'image' has shape"):
         load_bundle(path)
+
+
+def test_learned_lighting_is_the_manifests_sh_and_key_light(tmp_path, tiny_onnx):
+    sh = np.arange(27, dtype=np.float32).reshape(9, 3) / 27
+    key = {"dirs": [[0.0, 0.6, 0.8]], "colours": [[0.1, 0.2, 0.3]]}
+    lit = load_bundle(_write(tmp_path, tiny_onnx, sh_coeffs=sh, info={"learned_specular_lights": key})).learned_lighting()
+    np.testing.assert_allclose(lit.sh_coeffs, sh)
+    np.testing.assert_allclose(lit.light_dirs, key["dirs"])
+    np.testing.assert_allclose(lit.light_colours, key["colours"])
+    bare = load_bundle(_write(tmp_path, tiny_onnx, sh_coeffs=sh)).learned_lighting()  # no key recorded: SH only
+    assert bare.num_lights == 0
