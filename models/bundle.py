@@ -12,7 +12,6 @@ checksum, array shapes and dtypes as recorded, and every ONNX graph's inputs as 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from models.enroll.workdir import file_sha256
 
 FORMAT_NAME = "relitcam-avatar"
 FORMAT_VERSION = 1
@@ -72,14 +73,6 @@ class AvatarBundle:
         return self.path / self.nets[name].file
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_bundle(
     out_dir: str | os.PathLike,
     *,
@@ -111,7 +104,7 @@ def write_bundle(
         for net_name, (src, spec) in onnx_files.items():
             fname = f"{net_name}.onnx"
             shutil.copyfile(src, tmp / fname)
-            files[fname] = _sha256(tmp / fname)
+            files[fname] = file_sha256(tmp / fname)
             nets[net_name] = {"file": fname, "inputs": spec.inputs, "outputs": spec.outputs}
         array_meta: dict[str, dict] = {}
         for key, arr in arrays.items():
@@ -120,7 +113,7 @@ def write_bundle(
                 raise BundleError(f"array {key!r} has dtype object; bundles hold numeric arrays only")
             fname = f"{key}.npy"
             np.save(tmp / fname, a, allow_pickle=False)
-            files[fname] = _sha256(tmp / fname)
+            files[fname] = file_sha256(tmp / fname)
             array_meta[key] = {"file": fname, "shape": list(a.shape), "dtype": str(a.dtype)}
         manifest = {
             "format": FORMAT_NAME,
@@ -189,7 +182,7 @@ def load_bundle(path: str | os.PathLike, *, verify_checksums: bool = True) -> Av
         fpath = root / fname
         if not fpath.is_file():
             raise BundleError(f"{root}: file {fname} listed in the manifest is missing")
-        if verify_checksums and _sha256(fpath) != digest:
+        if verify_checksums and file_sha256(fpath) != digest:
             raise BundleError(f"{root}: file {fname} is damaged (SHA-256 differs from the manifest)")
 
     sh = np.asarray(_require(manifest, "sh_coeffs", list, mpath), dtype=np.float32)

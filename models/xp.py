@@ -35,3 +35,11 @@ def cupy_available() -> bool:
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
+
+
+def smoothstep(x, edge0: float = 0.0, edge1: float = 1.0):
+    """3t^2 - 2t^3 of t = (x - edge0) / (edge1 - edge0) clamped to [0, 1], elementwise on NumPy or CuPy arrays:
+    0 up to edge0, 1 from edge1, no slope jump at either (a linear ramp's kinks show as lines in shading)."""
+    xp = array_module(x)
+    t = xp.clip((xp.asarray(x) - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)

@@ -29,14 +29,6 @@ def default_cache_dir() -> Path:
     return base / "relitcam" / "engines"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class EngineKey:
     """Everything an engine depends on. Two builds with equal keys are interchangeable."""

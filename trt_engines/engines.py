@@ -18,9 +18,10 @@ from pathlib import Path
 
 from calibration.acceptance import PrecisionDecision, choose_precision
 from calibration.data import NetSamples
+from models.enroll.workdir import file_sha256
 from trt_engines.api import TrtApi
 from trt_engines.builder import build_serialized_engine
-from trt_engines.cache import EngineCache, EngineKey, file_sha256
+from trt_engines.cache import EngineCache, EngineKey
 from trt_engines.device import GpuInfo
 from trt_engines.precision import Precision, PrecisionPlan, plan_precision
 from trt_engines.profile import BatchProfile, profile_key, profile_shapes

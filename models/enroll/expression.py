@@ -25,6 +25,7 @@ import numpy as np
 from models.face.measures import INNER_LIP_PAIRS
 from models.face.pose import HeadPose, estimate_head_pose
 from models.face.resources import LEFT_EYE_OUTER, NUM_LANDMARKS, RIGHT_EYE_OUTER, load_canonical_face
+from models.xp import smoothstep
 
 _Y_DOWN = np.array([1.0, -1.0, 1.0])
 
@@ -47,8 +48,8 @@ def lip_region() -> LipRegion:
     """Mouth/jaw vertices of the 468-point mesh, from the canonical face: everything below the nose base."""
     y = load_canonical_face().vertices[:, 1].astype(np.float64)
     indices = np.flatnonzero(y < LIP_REGION_TOP_Y)
-    t = np.clip((LIP_REGION_TOP_Y - y[indices]) / (LIP_REGION_TOP_Y - LIP_REGION_FULL_Y), 0.0, 1.0)
-    weights = t * t * (3.0 - 2.0 * t)  # smoothstep: no slope jump where the ramp meets 0 or 1
+    # smoothstep: no slope jump where the ramp meets 0 or 1
+    weights = smoothstep(y[indices], LIP_REGION_TOP_Y, LIP_REGION_FULL_Y)
     # Vertices exactly at the top edge would get weight 0; keep them in the region with a tiny weight instead of
     # dropping them so the index set is exactly "below the cut".
     return LipRegion(indices=indices.astype(np.int64), weights=np.maximum(weights, 1e-3).astype(np.float32))

@@ -45,6 +45,7 @@ from models.face.segmentation import SelfieSegmenter
 from models.face.tracker import FaceTracker, TrackerParams
 from models.media import AUDIO_RATE_HZ, iter_video_frames, probe_video, read_audio
 from models.raster import interpolate, rasterize, vertex_normals
+from models.xp import smoothstep
 
 # Eye corners (outer, inner of both eyes) and the nose bridge: points that move with the skull, not the expression.
 STABLE_LANDMARKS = (33, 133, 362, 263, 168, 6, 197, 195)
@@ -562,8 +563,7 @@ def _into_silhouette(ellipsoid: np.ndarray, hit: np.ndarray, silhouette: np.ndar
     """(N, 3) unit normals: the ellipsoid's where it faces the camera, blended into the silhouette's as it turns to
     grazing (ELLIPSOID_RIM_BLEND_Z), the silhouette's where the ray misses it, so the two meet without a step."""
     lo, hi = ELLIPSOID_RIM_BLEND_Z
-    t = np.clip((ellipsoid[:, 2] - lo) / (hi - lo), 0.0, 1.0)
-    w = np.where(hit, t * t * (3.0 - 2.0 * t), 0.0)[:, None]
+    w = np.where(hit, smoothstep(ellipsoid[:, 2], lo, hi), 0.0)[:, None]
     n = w * ellipsoid + (1.0 - w) * silhouette
     return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-6)).astype(np.float32)
 

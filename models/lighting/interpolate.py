@@ -13,14 +13,14 @@ import math
 import numpy as np
 
 from models.lighting.lighting import Lighting
+from models.xp import smoothstep
 
 DEFAULT_GLIDE_S = 0.25
 
 
 def ease_in_out(t: float) -> float:
     """Smoothstep 3t^2 - 2t^3 of t clamped to [0, 1]: zero slope at 0 and 1."""
-    t = min(max(float(t), 0.0), 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    return float(smoothstep(float(t)))
 
 
 def slerp_direction(a: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:

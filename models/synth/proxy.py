@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from models.xp import smoothstep
+
 ROUNDING_FRACTION = 0.09  # of the image side: how far in from the outline the body surface turns to face the camera
 SMOOTH_FRACTION = 0.02  # Gaussian sigma of the height field, of the image side
 MATTE_THRESHOLD = 0.5
@@ -87,6 +89,5 @@ def proxy_mesh(
     z = height[np.clip(rows.astype(int), 0, h - 1), np.clip(cols.astype(int), 0, w - 1)]
     vertices = np.stack([cols, -rows, z], 1)
     # Above the chin the proxy is skull and hair (moves with the head); half a face below it, torso (stays).
-    t = np.clip((chin_row_px + 0.5 * face_height_px - rows) / (0.5 * face_height_px), 0.0, 1.0)
-    head_weight = t * t * (3 - 2 * t)
+    head_weight = smoothstep((chin_row_px + 0.5 * face_height_px - rows) / (0.5 * face_height_px))
     return ProxyMesh(vertices, triangles.astype(np.int64), np.stack([cols, rows], 1), head_weight)

@@ -13,17 +13,13 @@ import numpy as np
 
 from models.face.fill import ContourChains, split_contour
 from models.face.resources import LEFT_EYE_OUTER, RIGHT_EYE_OUTER, MeshTopology
+from models.xp import smoothstep
 
 JAW_MAX_DEG = 15.0  # jaw_open = 1: about a 0.35 inter-ocular inner-lip gap, a wide "ah"
 ROUND_NARROW = 0.30  # lip_round = 1 pulls the lips in to 70 % width ...
 ROUND_PROTRUDE_IOD = 0.12  # ... and pushes them forward
 SPREAD_WIDEN = 0.16
 PRESS_ROLL_IOD = 0.03
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 def _ring(vertices: np.ndarray, triangles: np.ndarray, exclude: set[int]) -> np.ndarray:
@@ -65,7 +61,7 @@ def build_rig(neutral: np.ndarray, topology: MeshTopology) -> FaceRig:
     pivot = centre + np.array([0.0, 0.75 * iod, -1.2 * iod])
 
     below = (centre[1] + 0.08 * iod - neutral[:, 1]) / (0.4 * iod)  # 0 at the mouth line, 1 a bit below it
-    jaw_w = _smoothstep(below)
+    jaw_w = smoothstep(below)
     lower_lip = np.concatenate([lips.lower[1:-1], lips_outer.lower[1:-1]])
     upper_lip = np.concatenate([lips.upper[1:-1], lips_outer.upper[1:-1]])
     jaw_w[lower_lip] = 1.0
