@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a DecomposeParams field (repeatable), e.g. --param steps=1600")
     ap.add_argument("--out", type=Path, required=True, help="JSON report; the contact sheet goes next to it (.png)")
+    ap.add_argument("--dump", type=Path, help="also save the scored 8-bit crops of every variant, the ground truth and "
+                    "the face masks to this .npz (error maps, per-region analysis)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"synth": str(args.synth), "frames": n, "train_frames": n_train, "eval_frames": int(eval_pos.size),
               "size_px": s, "lightings": names, "timings_s": timings, "variants": {}}
+    dumped: dict[str, list[np.ndarray]] = {}
     for v, per_light in preds.items():
         # One per-channel gain over everything (scale ambiguity of albedo x lighting).
         num = np.zeros(3)
@@ -276,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             ps, ss = [], []
             for k in range(eval_pos.size):
                 pred8 = _to8(per_light[name][k] * gain)
+                if args.dump:
+                    dumped.setdefault(f"{v}/{name}", []).append(pred8)
                 ps.append(psnr_db(pred8, gt_crops[name][k], face[k]))
                 ss.append(ssim(pred8, gt_crops[name][k], face[k]))
             rows[name] = {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss))}
@@ -303,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     report["timings_s"]["total_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
+    if args.dump:
+        np.savez_compressed(args.dump, face=face, gt_normals=gt_normals.astype(np.float16),
+                            normals=folded.normals.astype(np.float16), coarse=coarse.astype(np.float16),
+                            **{f"gt/{name}": gt_crops[name] for name in names},
+                            **{key: np.stack(frames) for key, frames in dumped.items()})
     _sheet(args.out.with_suffix(".png"), names, gt_crops, preds, report)
     print(json.dumps({v: {k: r[k] for k in ("psnr_db", "ssim", "gain_rgb")} for v, r in report["variants"].items()},
                      indent=1))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.enroll.holdout import (crop_footprint_bbox, crop_to_image_points, full_frame_ssim, heldout_mel_windows,
                                    mouth_box_in_frame, paste_crop)
@@ -114,10 +115,16 @@ def test_folded_layers_render_their_own_crop_back():
     crops = np.clip(rng.normal(120, 30, (2, s, s, 3)), 20, 230).astype(np.uint8)
     normals = np.zeros((2, s, s, 3), np.float32)
     normals[..., 2] = 1.0
+    # An untrained model: its shading correction is a random grey gain, and where the frame is brighter than the
+    # model's shading the folded albedo clamps at 1 (by design), so only unclamped pixels must come back; the seed
+    # keeps the test from depending on which tests ran before (it failed for some torch RNG states).
+    torch.manual_seed(0)
     model = DecompositionModelTorch(DecomposeParams(widths=(8, 16)))
     layers = frame_layers(model, crops, normals, np.ones((2, s, s), np.float32), fold_residual=True)
     back = mod.to8(mod.relit_learned(model, layers.albedo, layers.normals, layers.spec_weight))
-    assert np.abs(back.astype(int) - crops.astype(int)).max() <= 1
+    unclamped = layers.albedo.max(-1) < 1.0
+    assert unclamped.mean() > 0.9
+    assert np.abs(back.astype(int) - crops.astype(int))[unclamped].max() <= 1
 
 
 @pytest.mark.skipif(not DEV_VIDEO.is_file(), reason=f"development clip {DEV_VIDEO} not present")
