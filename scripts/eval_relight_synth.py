@@ -13,7 +13,11 @@
    ground truth, not the avatar: `reference_gt_layers` (the true albedo / normals / C_spec through the same crop
    and scoring: the evaluation's ceiling) and `reference_true_light_coarse_normals` (albedo folded from the frame
    under the clip's true lighting and C_spec, on the coarse normals from prepare: what the normals allow when
-   lighting and specular are estimated exactly).
+   lighting and specular are estimated exactly); and its two halves, `reference_true_light_learned_specular`
+   (the clip's lighting, our C_spec) and `reference_learned_sh_true_specular` (our SH, the clip's specular key
+   and C_spec), which split what the lighting estimate costs between its diffuse and specular parts. Every variant
+   also gets PSNRs by coarse-normal error (face pixels binned by the angle between the coarse and the true normal,
+   MSE pooled over frames and lightings): where the normals are right, what remains is the lighting estimate.
    One per-channel gain over the whole evaluation (all frames, all lightings) absorbs the albedo / light scale
    ambiguity, fitted by least squares in linear light on the face pixels whose ground truth is not clipped (the
    presets blow out highlights); it is reported.
@@ -54,12 +58,32 @@ from models.enroll.workdir import WorkDir  # noqa: E402
 from models.face.crop import sample_crop  # noqa: E402
 from models.face.resources import load_topology  # noqa: E402
 from models.lighting.files import load_lighting  # noqa: E402
+from models.lighting.lighting import Lighting  # noqa: E402
 from models.metrics.image import psnr_db, ssim  # noqa: E402
 from models.render import DEFAULT_SHININESS  # noqa: E402
 from models.synth.gt_store import decode_map, frame_codes  # noqa: E402
 
 
 CLIPPED_LINEAR = 0.98  # ground-truth pixels at or above this (any channel) are left out of the gain fit
+NORMAL_ERROR_BINS_DEG = ((0.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 180.0))
+
+
+def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel angle (degrees) between two normal maps (..., 3), not necessarily unit."""
+    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-9)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def squared_error_by_bin(pred8: np.ndarray, gt8: np.ndarray, mask: np.ndarray, error_deg: np.ndarray,
+                         bins=NORMAL_ERROR_BINS_DEG) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of squared error (8-bit images scaled to [0, 1], mean over channels) and pixel count of the masked pixels
+    in each [lo, hi) bin of `error_deg`; pooled over frames they give one PSNR per bin."""
+    se = (((pred8.astype(np.float64) - gt8.astype(np.float64)) / 255.0) ** 2).mean(-1)
+    sums, counts = np.zeros(len(bins)), np.zeros(len(bins))
+    for j, (lo, hi) in enumerate(bins):
+        m = mask & (error_deg >= lo) & (error_deg < hi)
+        sums[j], counts[j] = se[m].sum(), m.sum()
+    return sums, counts
 
 
 def _frames_of(path: Path, wanted: set[int],
@@ -247,18 +271,32 @@ def main(argv: list[str] | None = None) -> int:
     clip_frames = _frames_of(args.synth / manifest["videos"]["clip"], wanted)
     clip_lin = np.stack([srgb_to_linear(np.clip(_crop(clip_frames[int(i)], prepared.image_to_crop[p], s), 0, 255)
                                         / 255.0) for p, i in zip(eval_pos, src)])
-    unit_shading = np.stack([_relit(np.ones_like(gt_albedo[k]), coarse_unit[k], gt_spec[k], clip, None,
-                                    DEFAULT_SHININESS) for k in range(eval_pos.size)])
-    true_light_albedo = np.clip(clip_lin / np.maximum(unit_shading, 1e-3), 0.0, 1.0)
+    # Two halves of that: the clip's lighting with our specular weight, and our diffuse SH with the clip's specular
+    # key and weight (each folded from the frame the same way); they say which part of the estimate costs what.
+    learned_sh = np.asarray(decomposition.sh_coeffs(), np.float32)
+    ours_spec = folded.spec_weight
+
+    def folded_from_frame(light: Lighting, spec: np.ndarray) -> np.ndarray:
+        unit = np.stack([_relit(np.ones_like(gt_albedo[k]), coarse_unit[k], spec[k], light, None, DEFAULT_SHININESS)
+                         for k in range(eval_pos.size)])
+        return np.clip(clip_lin / np.maximum(unit, 1e-3), 0.0, 1.0)
+
+    true_light_albedo = folded_from_frame(clip, gt_spec)
     references = {
         "reference_gt_layers": (gt_albedo, gt_normals, gt_spec, None, DEFAULT_SHININESS),
         "reference_true_light_coarse_normals": (true_light_albedo, coarse_unit, gt_spec, None, DEFAULT_SHININESS),
+        "reference_true_light_learned_specular": (folded_from_frame(clip, ours_spec), coarse_unit, ours_spec, None,
+                                                  DEFAULT_SHININESS),
+        "reference_learned_sh_true_specular": (
+            folded_from_frame(Lighting(learned_sh, clip.light_dirs, clip.light_colours), gt_spec), coarse_unit,
+            gt_spec, None, DEFAULT_SHININESS),
     }
     variants = {v: (*layers, decomposition.shininess) for v, layers in variants.items()} | references
     preds = {v: {name: np.stack([_relit(a[k], nn[k], c[k], lightings[name], net, shininess)
                                  for k in range(eval_pos.size)]) for name in names}
              for v, (a, nn, c, net, shininess) in variants.items()}
 
+    coarse_error_deg = angle_deg(coarse_unit, gt_normals)
     report = {"synth": str(args.synth), "frames": n, "train_frames": n_train, "eval_frames": int(eval_pos.size),
               "size_px": s, "lightings": names, "timings_s": timings, "variants": {}}
     dumped: dict[str, list[np.ndarray]] = {}
@@ -275,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             den += (per_light[name] ** 2)[fit].sum(0)
         gain = num / np.maximum(den, 1e-9)
         rows = {}
+        bin_se = np.zeros(len(NORMAL_ERROR_BINS_DEG))
+        bin_n = np.zeros(len(NORMAL_ERROR_BINS_DEG))
         for name in names:
             ps, ss = [], []
             for k in range(eval_pos.size):
@@ -282,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.dump:
                     dumped.setdefault(f"{v}/{name}", []).append(pred8)
                 ps.append(psnr_db(pred8, gt_crops[name][k], face[k]))
+                se, n_px = squared_error_by_bin(pred8, gt_crops[name][k], face[k], coarse_error_deg[k])
+                bin_se += se
+                bin_n += n_px
                 ss.append(ssim(pred8, gt_crops[name][k], face[k]))
             rows[name] = {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss))}
         report["variants"][v] = {
@@ -289,7 +332,15 @@ def main(argv: list[str] | None = None) -> int:
             "psnr_db": float(np.mean([r["psnr_db"] for r in rows.values()])),
             "ssim": float(np.mean([r["ssim"] for r in rows.values()])),
             "per_lighting": rows,
+            # PSNR of the MSE pooled over every frame and lighting, face pixels split by how far the coarse normal
+            # is from the true one: where the normals are right, what is left is the lighting and specular estimate.
+            "psnr_db_by_coarse_normal_error": {
+                f"{lo:g}-{hi:g} deg": float(10 * np.log10(1.0 / max(e / max(c, 1), 1e-10)))
+                for (lo, hi), e, c in zip(NORMAL_ERROR_BINS_DEG, bin_se, bin_n)},
         }
+    report["coarse_normal_error_bins_face_share"] = {
+        f"{lo:g}-{hi:g} deg": float(((coarse_error_deg >= lo) & (coarse_error_deg < hi))[face].mean())
+        for lo, hi in NORMAL_ERROR_BINS_DEG}
     report["normals_deg"] = {
         "refined": float(np.mean([_angles_deg(folded.normals[k], gt_normals[k], face[k]) for k in range(len(face))])),
         "coarse_mesh": float(np.mean([_angles_deg(coarse[k], gt_normals[k], face[k]) for k in range(len(face))])),

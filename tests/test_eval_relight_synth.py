@@ -1,0 +1,34 @@
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("eval_relight_synth", ROOT / "scripts" / "eval_relight_synth.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_angle_between_normal_maps():
+    mod = _script()
+    a = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
+    b = np.array([[0.0, 0.0, 3.0], [0.0, 1.0, 1.0], [-1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(mod.angle_deg(a, b), [0.0, 45.0, 180.0], atol=1e-5)
+
+
+def test_squared_error_is_pooled_per_normal_error_bin():
+    mod = _script()
+    gt = np.full((2, 3, 3), 100, np.uint8)
+    pred = gt.copy()
+    pred[0, 0] = 151  # 51 levels off = 0.2 in [0, 1]: squared 0.04
+    mask = np.ones((2, 3), bool)
+    mask[1, 2] = False  # left out whatever its error
+    pred[1, 2] = 0
+    err = np.array([[1.0, 3.0, 5.0], [9.0, 1.5, 1.0]])
+    sums, counts = mod.squared_error_by_bin(pred, gt, mask, err)
+    np.testing.assert_allclose(sums, [0.04, 0.0, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_array_equal(counts, [2, 1, 1, 1])
