@@ -108,11 +108,6 @@ def _to8(linear: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(linear_to_srgb(linear) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _angles_deg(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    cos = np.clip((a * b).sum(-1), -1.0, 1.0)
-    return float(np.degrees(np.arccos(cos))[mask].mean())
-
-
 def _relit(layers_albedo, layers_normals, layers_spec, lighting, shading_net, shininess) -> np.ndarray:
     t = lambda a: torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32)[None].transpose(0, 3, 1, 2)))  # noqa
     tl = TorchLighting(torch.from_numpy(lighting.sh_coeffs), torch.from_numpy(lighting.light_dirs),
@@ -271,8 +266,6 @@ def main(argv: list[str] | None = None) -> int:
     clip_frames = _frames_of(args.synth / manifest["videos"]["clip"], wanted)
     clip_lin = np.stack([srgb_to_linear(np.clip(_crop(clip_frames[int(i)], prepared.image_to_crop[p], s), 0, 255)
                                         / 255.0) for p, i in zip(eval_pos, src)])
-    # Two halves of that: the clip's lighting with our specular weight, and our diffuse SH with the clip's specular
-    # key and weight (each folded from the frame the same way); they say which part of the estimate costs what.
     learned_sh = np.asarray(decomposition.sh_coeffs(), np.float32)
     ours_spec = folded.spec_weight
 
@@ -282,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         return np.clip(clip_lin / np.maximum(unit, 1e-3), 0.0, 1.0)
 
     true_light_albedo = folded_from_frame(clip, gt_spec)
+    # The last two split the true-light reference in halves: the clip's lighting with our specular weight, and our
+    # diffuse SH with the clip's specular key and weight; they say which part of the estimate costs what.
     references = {
         "reference_gt_layers": (gt_albedo, gt_normals, gt_spec, None, DEFAULT_SHININESS),
         "reference_true_light_coarse_normals": (true_light_albedo, coarse_unit, gt_spec, None, DEFAULT_SHININESS),
@@ -342,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{lo:g}-{hi:g} deg": float(((coarse_error_deg >= lo) & (coarse_error_deg < hi))[face].mean())
         for lo, hi in NORMAL_ERROR_BINS_DEG}
     report["normals_deg"] = {
-        "refined": float(np.mean([_angles_deg(folded.normals[k], gt_normals[k], face[k]) for k in range(len(face))])),
-        "coarse_mesh": float(np.mean([_angles_deg(coarse[k], gt_normals[k], face[k]) for k in range(len(face))])),
+        "refined": float(np.mean([angle_deg(folded.normals[k], gt_normals[k])[face[k]].mean()
+                                  for k in range(len(face))])),
+        "coarse_mesh": float(np.mean([coarse_error_deg[k][face[k]].mean() for k in range(len(face))])),
     }
     report["learned_sh"] = decomposition.sh_coeffs().tolist()
     report["clip_sh"] = clip.sh_coeffs.tolist()
