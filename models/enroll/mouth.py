@@ -43,9 +43,8 @@ from models.enroll.decompose import (
 from models.enroll.expression import lip_region
 from models.enroll.losses import total_variation
 from models.enroll.nets import MouthNet
-from models.enroll.render_torch import shading, specular
+from models.enroll.render_torch import TorchLighting, random_lighting, relight
 from models.face.masks import grown_hulls_mask
-from models.lighting.sources import DirectionalLight, directional_lighting
 from models.raster import interpolate, rasterize, vertex_normals
 
 STAGE = "mouth"
@@ -246,34 +245,6 @@ def sample_mouth_batch(samples: MouthSamples, rng: np.random.Generator, params: 
 
 
 # ------------------------------------------------------------------------------------------------------ lightings
-
-
-@dataclass(frozen=True)
-class TorchLighting:
-    sh: torch.Tensor  # (9, 3)
-    dirs: torch.Tensor  # (K, 3)
-    colours: torch.Tensor  # (K, 3) integrated radiance
-
-
-def random_lighting(rng: np.random.Generator) -> TorchLighting:
-    """A plausible portrait lighting: tinted ambient + a key light from the front hemisphere (up to 80 degrees off
-    the camera axis), exposed so a surface facing the key gets shading ~1."""
-    az, el = rng.uniform(-80, 80), rng.uniform(-30, 60)
-    a, e = math.radians(az), math.radians(el)
-    direction = (math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a))
-    tint = rng.uniform(0.8, 1.0, size=3)
-    ambient = rng.uniform(0.05, 0.35)
-    key = DirectionalLight(direction, tuple(tint / tint.max()), 1.0 - ambient)
-    lighting = directional_lighting([key], ambient_linear=tuple(ambient * rng.uniform(0.85, 1.0, size=3)))
-    t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
-    return TorchLighting(t(lighting.sh_coeffs), t(lighting.light_dirs), t(lighting.light_colours))
-
-
-def relight(albedo, normals, spec_weight, lighting: TorchLighting, shading_net, shininess: float) -> torch.Tensor:
-    """I = A * (S_shad g(N) + C_spec * S_spec) with explicit specular lights (as the live renderer)."""
-    s_sh = shading(normals, lighting.sh).clamp_min(0.0)
-    diffuse = shading_net(normals, s_sh) if shading_net is not None else s_sh
-    return albedo * (diffuse + spec_weight * specular(normals, lighting.dirs, lighting.colours, shininess))
 
 
 # -------------------------------------------------------------------------------------------------------- training

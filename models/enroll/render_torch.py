@@ -7,10 +7,13 @@ radiance SH; shading = irradiance / pi; I = A * (S_shad + C_spec * S_spec). Equa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from models.lighting.sh import IRRADIANCE_GAIN_PER_COEFF, fibonacci_sphere, sh_basis_terms
+from models.lighting.sources import DirectionalLight, directional_lighting
 
 
 def sh_basis(directions: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -59,3 +62,31 @@ def specular(normals: torch.Tensor, light_dirs: torch.Tensor, light_rgb: torch.T
 def render(albedo, normals, spec_weight, sh_coeffs, light_dirs, light_rgb, shininess: float) -> torch.Tensor:
     """I = A * (S_shad + C_spec * S_spec), all (B, C, H, W); spec_weight has one channel."""
     return albedo * (shading(normals, sh_coeffs) + spec_weight * specular(normals, light_dirs, light_rgb, shininess))
+
+
+@dataclass(frozen=True)
+class TorchLighting:
+    sh: torch.Tensor  # (9, 3)
+    dirs: torch.Tensor  # (K, 3)
+    colours: torch.Tensor  # (K, 3) integrated radiance
+
+
+def random_lighting(rng: np.random.Generator) -> TorchLighting:
+    """A plausible portrait lighting: tinted ambient + a key light from the front hemisphere (up to 80 degrees off
+    the camera axis), exposed so a surface facing the key gets shading ~1."""
+    az, el = rng.uniform(-80, 80), rng.uniform(-30, 60)
+    a, e = math.radians(az), math.radians(el)
+    direction = (math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a))
+    tint = rng.uniform(0.8, 1.0, size=3)
+    ambient = rng.uniform(0.05, 0.35)
+    key = DirectionalLight(direction, tuple(tint / tint.max()), 1.0 - ambient)
+    lighting = directional_lighting([key], ambient_linear=tuple(ambient * rng.uniform(0.85, 1.0, size=3)))
+    t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+    return TorchLighting(t(lighting.sh_coeffs), t(lighting.light_dirs), t(lighting.light_colours))
+
+
+def relight(albedo, normals, spec_weight, lighting: TorchLighting, shading_net, shininess: float) -> torch.Tensor:
+    """I = A * (S_shad g(N) + C_spec * S_spec) with explicit specular lights (as the live renderer)."""
+    s_sh = shading(normals, lighting.sh).clamp_min(0.0)
+    diffuse = shading_net(normals, s_sh) if shading_net is not None else s_sh
+    return albedo * (diffuse + spec_weight * specular(normals, lighting.dirs, lighting.colours, shininess))
