@@ -27,7 +27,9 @@
    `opening_gain`: std of the measured over std of the predicted opening on the training span (a ridge audio head
    shrinks its predictions toward the mean).
 4. A contact sheet of the avatar under 6 lighting presets at frames with the mouth closed and open (driven by the
-   speech), a real frame for reference; example reconstructed frames and mouth boxes.
+   speech), a real frame for reference, and each cell's face-embedding distance to that real frame (dlib's
+   face-recognition ResNet; same person below 0.6; the learned-lighting row is the baseline, as its cells show
+   other frames than the real one); example reconstructed frames and mouth boxes.
 
 Writes `<out-dir>/eval_real_clip.json` (every figure, the protocol, enrollment time per stage, the machine) and
 PNGs next to it.
@@ -55,6 +57,8 @@ sys.path.insert(0, str(ROOT))
 from models.colour import linear_to_srgb  # noqa: E402
 from models.enroll.holdout import (  # noqa: E402
     crop_footprint_bbox, full_frame_ssim, heldout_mel_windows, mouth_box_in_frame, paste_crop, summary)
+from models.face.identity import DlibFaceResNet  # noqa: E402
+from models.metrics.identity import embedding_distances, face_embeddings  # noqa: E402
 from models.metrics.image import psnr_db, ssim  # noqa: E402
 
 MOUTH_BOX_PX = 120
@@ -416,16 +420,29 @@ def contact_sheet(renderer, workdir: Path, speech: Path, path: Path, n_open: int
     bg = np.full((s, s, 3), 0.18, np.float32)
     for c, label in enumerate(labels + ["real frame"]):
         draw.text((110 + c * s + 4, 2), label, fill="black")
+    # Identity: each cell's face embedding against the real frame's (dlib's same-person threshold is 0.6). The
+    # cells show other frames (pose, expression) than the real one, so the learned-lighting row is the baseline
+    # that relighting adds to.
+    identity_net = DlibFaceResNet.load()
+    real_index = int(prepared.frame_count * 0.9)
+    real_embedding = face_embeddings(real[None], prepared.landmarks_px[real_index][None], identity_net)
+    cell_landmarks = np.stack([r.bundle.arrays["idle_landmarks"][r.loop_frame(int(f))] for f in picks])
+    identity = {}
     for row, (name, lighting) in enumerate(lights):
         draw.text((4, 16 + row * s + s // 2), name, fill="black")
+        cells = []
         for c, f in enumerate(picks):
             out = r.render(windows[f], lighting, int(f))
             rgb = out.rgb_linear + (1 - out.matte[..., None]) * bg
-            sheet.paste(Image.fromarray(to8(rgb)), (110 + c * s, 16 + row * s))
+            cells.append(to8(rgb))
+            sheet.paste(Image.fromarray(cells[-1]), (110 + c * s, 16 + row * s))
+        identity[name] = [round(float(d), 3) for d in embedding_distances(
+            face_embeddings(np.stack(cells), cell_landmarks, identity_net), real_embedding)]
         if row == 0:
             sheet.paste(Image.fromarray(real), (110 + len(picks) * s, 16))
     sheet.save(path)
     return {"path": str(path), "frames": [int(f) for f in picks], "labels": labels,
+            "identity_distance_to_real_frame": identity,
             "lightings": [name for name, _ in lights], "inner_lip_gap_px": {
                 "closed": [round(float(gap[k]), 2) for k in order[:n_closed]],
                 "open": [round(float(gap[k]), 2) for k in order[::-1][:n_open]]}}

@@ -18,6 +18,10 @@
    and C_spec), which split what the lighting estimate costs between its diffuse and specular parts. Every variant
    also gets PSNRs by coarse-normal error (face pixels binned by the angle between the coarse and the true normal,
    MSE pooled over frames and lightings): where the normals are right, what remains is the lighting estimate.
+   Every variant also gets an identity distance: the face embedding (dlib's face-recognition ResNet,
+   models.face.identity) of each relit frame, the prediction inside the face mask over the ground truth around it,
+   against the ground truth's (dlib's same-person threshold is 0.6); `identity.truth_relit_vs_recorded` says how
+   far the lighting change alone moves the ground truth from the frame as recorded.
    One per-channel gain over the whole evaluation (all frames, all lightings) absorbs the albedo / light scale
    ambiguity, fitted by least squares in linear light on the face pixels whose ground truth is not clipped (the
    presets blow out highlights); it is reported.
@@ -56,9 +60,11 @@ from models.enroll.mouth import (  # noqa: E402
 from models.enroll.prepare import crop_rect, prepare_video  # noqa: E402
 from models.enroll.workdir import WorkDir  # noqa: E402
 from models.face.crop import sample_crop  # noqa: E402
+from models.face.identity import DlibFaceResNet  # noqa: E402
 from models.face.resources import load_topology  # noqa: E402
 from models.lighting.files import load_lighting  # noqa: E402
 from models.lighting.lighting import Lighting  # noqa: E402
+from models.metrics.identity import embedding_distances, face_embeddings  # noqa: E402
 from models.metrics.image import psnr_db, ssim  # noqa: E402
 from models.render import DEFAULT_SHININESS  # noqa: E402
 from models.synth.gt_store import decode_map, frame_codes  # noqa: E402
@@ -292,6 +298,16 @@ def main(argv: list[str] | None = None) -> int:
              for v, (a, nn, c, net, shininess) in variants.items()}
 
     coarse_error_deg = angle_deg(coarse_unit, gt_normals)
+    # Identity: face embeddings of each relit frame (the prediction inside the face mask over the ground truth
+    # around it, so only the face differs) against the ground truth's; and how far the lighting change alone moves
+    # the truth from the frame as recorded.
+    identity_net = DlibFaceResNet.load()
+    eval_landmarks = prepared.landmarks_px[eval_pos]
+    gt_embed = {name: face_embeddings(gt_crops[name], eval_landmarks, identity_net) for name in names}
+    clip8 = np.stack([_to8(c) for c in clip_lin])
+    clip_embed = face_embeddings(clip8, eval_landmarks, identity_net)
+    report_identity = {"truth_relit_vs_recorded": float(np.mean([
+        embedding_distances(gt_embed[name], clip_embed).mean() for name in names]))}
     report = {"synth": str(args.synth), "frames": n, "train_frames": n_train, "eval_frames": int(eval_pos.size),
               "size_px": s, "lightings": names, "timings_s": timings, "variants": {}}
     dumped: dict[str, list[np.ndarray]] = {}
@@ -308,10 +324,11 @@ def main(argv: list[str] | None = None) -> int:
             den += (per_light[name] ** 2)[fit].sum(0)
         gain = num / np.maximum(den, 1e-9)
         rows = {}
+        identity_d = []
         bin_se = np.zeros(len(NORMAL_ERROR_BINS_DEG))
         bin_n = np.zeros(len(NORMAL_ERROR_BINS_DEG))
         for name in names:
-            ps, ss = [], []
+            ps, ss, pred8s = [], [], []
             for k in range(eval_pos.size):
                 pred8 = _to8(per_light[name][k] * gain)
                 if args.dump:
@@ -321,18 +338,26 @@ def main(argv: list[str] | None = None) -> int:
                 bin_se += se
                 bin_n += n_px
                 ss.append(ssim(pred8, gt_crops[name][k], face[k]))
-            rows[name] = {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+                pred8s.append(np.where(face[k][..., None], pred8, gt_crops[name][k]))
+            d = embedding_distances(face_embeddings(np.stack(pred8s), eval_landmarks, identity_net), gt_embed[name])
+            identity_d.append(d)
+            rows[name] = {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss)),
+                          "identity_distance": float(d.mean())}
         report["variants"][v] = {
             "gain_rgb": gain.tolist(),
             "psnr_db": float(np.mean([r["psnr_db"] for r in rows.values()])),
             "ssim": float(np.mean([r["ssim"] for r in rows.values()])),
             "per_lighting": rows,
+            # Face-embedding distance to the truth relit the same way (dlib's same-person threshold is 0.6).
+            "identity_distance": float(np.mean(identity_d)),
+            "identity_distance_max": float(np.max(identity_d)),
             # PSNR of the MSE pooled over every frame and lighting, face pixels split by how far the coarse normal
             # is from the true one: where the normals are right, what is left is the lighting and specular estimate.
             "psnr_db_by_coarse_normal_error": {
                 f"{lo:g}-{hi:g} deg": float(10 * np.log10(1.0 / max(e / max(c, 1), 1e-10)))
                 for (lo, hi), e, c in zip(NORMAL_ERROR_BINS_DEG, bin_se, bin_n)},
         }
+    report["identity"] = report_identity
     report["coarse_normal_error_bins_face_share"] = {
         f"{lo:g}-{hi:g} deg": float(((coarse_error_deg >= lo) & (coarse_error_deg < hi))[face].mean())
         for lo, hi in NORMAL_ERROR_BINS_DEG}
@@ -361,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                             **{f"gt/{name}": gt_crops[name] for name in names},
                             **{key: np.stack(frames) for key, frames in dumped.items()})
     _sheet(args.out.with_suffix(".png"), names, gt_crops, preds, report)
-    print(json.dumps({v: {k: r[k] for k in ("psnr_db", "ssim", "gain_rgb")} for v, r in report["variants"].items()},
+    print(json.dumps({v: {k: r[k] for k in ("psnr_db", "ssim", "identity_distance", "gain_rgb")}
+                      for v, r in report["variants"].items()},
                      indent=1))
     print("normals_deg", report["normals_deg"], "timings", {k: round(v, 1) for k, v in timings.items()})
     print("key", report["learned_key"], "spec_weight_face_mean", round(report["spec_weight_face_mean"], 3))

@@ -150,3 +150,34 @@ def test_model_files_of_an_older_format_are_refused(tmp_path):
     torch.save(state, wd.path("decompose/model.pt"))
     with pytest.raises(ValueError, match="format 1, this relitcam needs 2"):
         load_model(wd)
+
+
+def _with_chips(pool: FramePool) -> FramePool:
+    # Spheres are not faces, but the term only needs a chip: the whole frame scaled onto it.
+    chips = np.repeat(np.array([[[150.0 / S, 0.0, 0.0], [0.0, 150.0 / S, 0.0]]], np.float32), len(pool), axis=0)
+    return FramePool(pool.indices, pool.image, pool.coarse_normals, pool.matte, pool.face, chips)
+
+
+def test_identity_term_reaches_the_layers_and_resumes_exactly(tmp_path):
+    from models.enroll.decompose import DecompositionModelTorch, IdentityTerm, decomposition_losses, sample_batch
+    from models.enroll.render_torch import random_lighting
+
+    pool = _with_chips(_sphere_pool(3)[0])
+    params = DecomposeParams(**{**_params(4).__dict__, "w_identity": 0.5})
+    model = DecompositionModelTorch(params)
+    rng = np.random.default_rng(0)
+    batch = sample_batch(pool, rng, params)
+    terms = decomposition_losses(batch, model, params, IdentityTerm(), random_lighting(rng))
+    assert torch.isfinite(terms["identity"]) and float(terms["identity"]) > 0
+    terms["identity"].backward()
+    grads = [p.grad for p in model.net.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    with pytest.raises(ValueError, match="IdentityTerm"):
+        decomposition_losses(batch, model, params)
+
+    full = train_decomposition(WorkDir(tmp_path / "a"), pool, params, progress=False)
+    wd = WorkDir(tmp_path / "b")
+    train_decomposition(wd, pool, params, progress=False, max_steps_this_run=2)
+    second = train_decomposition(wd, pool, params, progress=False)
+    assert second.resumed_from_step == 2
+    assert [h["identity"] for h in second.loss_history] == pytest.approx([h["identity"] for h in full.loss_history])

@@ -48,8 +48,9 @@ from torch.nn import functional as F
 from models.colour import srgb_to_linear
 from models.enroll.losses import histogram_entropy, normal_residual_l1, reconstruction_l1, total_variation
 from models.enroll.nets import DecompositionNet, ShadingCorrection
-from models.enroll.render_torch import shading, specular
+from models.enroll.render_torch import TorchLighting, random_lighting, relight, shading, specular
 from models.enroll.workdir import WorkDir
+from models.face.identity import chip_affine_from_mesh
 from models.lighting.sh import constant_sh, project_directional
 
 STAGE = "decompose"
@@ -93,12 +94,18 @@ class DecomposeParams:
     w_spec_tv: float = 0.02
     w_spec_l1: float = 0.002
     w_shading_gain: float = 0.05
+    # Identity-consistent supervision (ReliTalk): the frame relit under a random lighting must keep the person's
+    # face embedding (dlib's face-recognition ResNet, models.face.identity); on `identity_frames` of each batch.
+    w_identity: float = 0.0
+    identity_frames: int = 2
     checkpoint_every_s: float = 120.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.max_pool_frames < 1:
             raise ValueError("steps, batch and max_pool_frames must be >= 1")
+        if self.w_identity < 0 or self.identity_frames < 1:
+            raise ValueError("w_identity must be >= 0 and identity_frames >= 1")
         if self.work_scale not in (1, 2, 4):
             raise ValueError(f"work_scale must be 1, 2 or 4, got {self.work_scale}")
 
@@ -208,6 +215,7 @@ class FramePool:
     coarse_normals: np.ndarray
     matte: np.ndarray
     face: np.ndarray
+    chip_affine: np.ndarray | None = None  # (n, 2, 3) pool px -> identity chip px (models.face.identity)
 
     def __len__(self) -> int:
         return int(self.indices.size)
@@ -240,7 +248,9 @@ def load_pool(prepared, frame_indices: np.ndarray, work_scale: int, chunk: int =
         parts.append(downsample_frames(prepared.crops(idx), normals, prepared.person_matte(idx),
                                        prepared.masks(idx)["face"], work_scale))
     image, n, m, f = (np.concatenate([p[k] for p in parts]).astype(np.float16) for k in range(4))
-    return FramePool(frame_indices, image, n, m, f)
+    # Crop px -> pool px is a division by the factor (pixel centres at +0.5 stay there under block averaging).
+    chips = np.stack([chip_affine_from_mesh(prepared.landmarks_px[int(i)][:, :2] / work_scale) for i in frame_indices])
+    return FramePool(frame_indices, image, n, m, f, chips.astype(np.float32))
 
 
 def pool_indices(first: int, stop: int, max_frames: int) -> np.ndarray:
@@ -257,12 +267,55 @@ class Batch:
     coarse_normals: torch.Tensor  # (B, 3, H, W)
     matte: torch.Tensor  # (B, 1, H, W)
     face: torch.Tensor  # (B, 1, H, W)
+    pool_positions: np.ndarray | None = None  # (B,) rows of the pool
+    chip_affine: torch.Tensor | None = None  # (B, 2, 3)
 
 
 def sample_batch(pool: FramePool, rng: np.random.Generator, params: DecomposeParams) -> Batch:
     pick = np.sort(rng.integers(0, len(pool), size=params.batch))
     t = lambda a: torch.from_numpy(a[pick].astype(np.float32))  # noqa: E731
-    return Batch(t(pool.image), t(pool.coarse_normals), t(pool.matte), t(pool.face))
+    chips = None if pool.chip_affine is None else t(pool.chip_affine)
+    return Batch(t(pool.image), t(pool.coarse_normals), t(pool.matte), t(pool.face), pick, chips)
+
+
+def srgb_encode(linear: torch.Tensor) -> torch.Tensor:
+    """Differentiable sRGB transfer curve on [0, 1] linear values (models.colour.linear_to_srgb in torch)."""
+    x = linear.clamp(0.0, 1.0)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(1e-6) ** (1.0 / 2.4) - 0.055)
+
+
+class IdentityTerm:
+    """Squared distance between the face embedding of a frame relit under a random lighting (the person relit,
+    the frame's own background around it) and that of the frame itself (computed once per pool frame)."""
+
+    def __init__(self) -> None:
+        from models.face.identity import DlibFaceResNet
+
+        self.embedder = DlibFaceResNet.load()
+        self._targets: dict[int, torch.Tensor] = {}
+
+    def embed(self, linear: torch.Tensor, chip_affine: torch.Tensor) -> torch.Tensor:
+        from models.face.identity import sample_chips
+
+        return self.embedder(sample_chips(srgb_encode(linear), chip_affine))
+
+    def __call__(self, batch: Batch, light: TorchLighting, albedo, normals, spec_weight, shading_net,
+                 shininess: float, frames: int) -> torch.Tensor:
+        if batch.chip_affine is None or batch.pool_positions is None:
+            raise ValueError("the identity term needs the pool's chip affines (load_pool computes them)")
+        k = min(frames, batch.image.shape[0])
+        for i in range(k):
+            key = int(batch.pool_positions[i])
+            if key not in self._targets:
+                # One frame at a time: a convolution's result depends (in the last bits) on the batch it ran in,
+                # and a resumed run must see the same targets as the uninterrupted one.
+                with torch.no_grad():
+                    self._targets[key] = self.embed(batch.image[i:i + 1], batch.chip_affine[i:i + 1])[0]
+        target = torch.stack([self._targets[int(p)] for p in batch.pool_positions[:k]])
+        person = relight(albedo[:k], normals[:k], spec_weight[:k], light, shading_net, shininess)
+        matte = batch.matte[:k]
+        relit = matte * person + (1.0 - matte) * batch.image[:k]
+        return (self.embed(relit, batch.chip_affine[:k]) - target).pow(2).sum(dim=1).mean()
 
 
 # ---------------------------------------------------------------------------------------------------------- losses
@@ -272,7 +325,9 @@ def _chroma(x: torch.Tensor) -> torch.Tensor:
     return x / x.sum(dim=1, keepdim=True).clamp_min(1e-3)
 
 
-def decomposition_losses(batch: Batch, model: DecompositionModelTorch, params: DecomposeParams) -> dict[str, torch.Tensor]:
+def decomposition_losses(batch: Batch, model: DecompositionModelTorch, params: DecomposeParams,
+                         identity: IdentityTerm | None = None,
+                         identity_light: TorchLighting | None = None) -> dict[str, torch.Tensor]:
     normals, residual, albedo, spec_weight = model.net(batch.image, batch.coarse_normals)
     sh = model.lighting()
     f = form_image(albedo, normals, spec_weight, sh, model.shading_net, *model.lighting.specular_lights(),
@@ -291,6 +346,11 @@ def decomposition_losses(batch: Batch, model: DecompositionModelTorch, params: D
         "spec_l1": params.w_spec_l1 * normal_residual_l1(spec_weight, on_person),
         "shading_gain": params.w_shading_gain * normal_residual_l1(f.log_gain, on_person),
     }
+    if params.w_identity > 0:
+        if identity is None or identity_light is None:
+            raise ValueError("w_identity > 0 needs an IdentityTerm and a lighting to relight under")
+        terms["identity"] = params.w_identity * identity(batch, identity_light, albedo, normals, spec_weight,
+                                                         model.shading_net, params.shininess, params.identity_frames)
     terms["total"] = sum(terms.values())
     return terms
 
@@ -474,9 +534,14 @@ def train_decomposition(
     opt = _make_optimizer(model, params)
     rng = np.random.default_rng(params.seed)
 
+    identity = IdentityTerm() if params.w_identity > 0 else None
+
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         _set_lr(opt, step, params)
-        return decomposition_losses(sample_batch(pool, rng, params), model, params)
+        batch = sample_batch(pool, rng, params)
+        # Drawn from the run's own generator, so a resumed run relights exactly as the uninterrupted one.
+        light = random_lighting(rng) if identity is not None else None
+        return decomposition_losses(batch, model, params, identity, light)
 
     run = run_resumable(workdir, STAGE, params.to_json(), model, opt, rng, params.steps, step_fn,
                         description="decomposition", checkpoint_every_s=params.checkpoint_every_s, resume=resume,
