@@ -133,7 +133,7 @@ def ensure_enrolled(video: Path, name: str, workdir: Path, bundle_parent: Path, 
 
 
 def retrain_mouth(workdir: Path, new_workdir: Path, bundle_parent: Path, name: str, train_fraction: float,
-                  video: Path) -> dict:
+                  video: Path, overrides: dict | None = None) -> dict:
     """Train the mouth net with the current MouthParams into `new_workdir` (which links everything else to
     `workdir`: prepare, expression, a2e, decomposition are reused as they are) and export a bundle from it; the
     enroll command's mouth + export stages, without touching the first work folder or its bundle."""
@@ -156,7 +156,7 @@ def retrain_mouth(workdir: Path, new_workdir: Path, bundle_parent: Path, name: s
     t0 = time.perf_counter()
     prepared = load_prepared(workdir)
     decomposition, _ = load_model(WorkDir(workdir))
-    params = MouthParams()
+    params = MouthParams(**(overrides or {}))
     n_train = max(1, int(round(train_fraction * prepared.frame_count)))
     idx = pool_indices(0, n_train, 400)
     samples = train_samples_from_model(decomposition, prepared.crops(idx), prepared.coarse_normals(idx),
@@ -180,6 +180,23 @@ def retrain_mouth(workdir: Path, new_workdir: Path, bundle_parent: Path, name: s
     return {"params": params.to_json(), "samples_s": round(samples_s, 1), "train_s": round(train_s, 1),
             "steps": result.steps_done, "final_losses": result.loss_history[-1] if result.loss_history else {},
             "bundle_mb": round(report.bytes_total / 2**20, 1), "torch_threads": torch.get_num_threads()}
+
+
+def _mouth_overrides(items: list[str]) -> dict:
+    """NAME=VALUE strings -> MouthParams overrides, each value converted to the field's type."""
+    import dataclasses
+
+    from models.enroll.mouth import MouthParams
+
+    fields = {f.name: f for f in dataclasses.fields(MouthParams)}
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"error: --mouth-param {item!r}: expected NAME=VALUE with NAME one of {sorted(fields)}")
+        default = getattr(MouthParams(), name)
+        out[name] = (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
+    return out
 
 
 def training_opening_gain(workdir: Path, bundle: Path, train_fraction: float) -> dict:
@@ -465,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-mouth", metavar="TAG", help="train the mouth net with the current MouthParams into "
                     "<out-dir>/work_TAG (the rest linked to the work folder), export <out-dir>/avatars_TAG/<name> and "
                     "evaluate that; the report goes to eval_real_clip_TAG.json")
+    ap.add_argument("--mouth-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="with --retrain-mouth: override a MouthParams field (repeatable)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["heldout", "sync", "sheet"])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -489,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         bundle = bundle_parent / args.name
         if "retrained_mouth" not in report:
             report["retrained_mouth"] = retrain_mouth(workdir, new_workdir, bundle_parent, args.name,
-                                                      args.train_fraction, args.video)
+                                                      args.train_fraction, args.video,
+                                                      _mouth_overrides(args.mouth_param))
             report_path.write_text(json.dumps(report, indent=1))
         workdir = new_workdir
         report.update({"bundle": str(bundle), "work_dir": str(workdir)})

@@ -118,7 +118,8 @@ def test_gradient_loss_sees_edges_not_offsets_and_trains():
     assert MouthParams(w_relit_grad=1.0).to_json()["w_relit_grad"] == 1.0
     rng = np.random.default_rng(1)
     meshes = np.stack([_mesh(d) for d in (0.0, 3.0)])
-    params = MouthParams(widths=(8, 16), steps=2, batch=2, checkpoint_every_s=1e9, w_relit_grad=1.0, w_inside_mask=2.0)
+    params = MouthParams(widths=(8, 16), steps=2, batch=2, checkpoint_every_s=1e9, w_relit_grad=1.0, w_inside_mask=2.0,
+                         w_perceptual=0.0)
     samples = build_samples(_layers(2, rng), meshes, load_topology().triangles, S, params)
     decomposition = DecompositionModelTorch(DecomposeParams(widths=(8, 16)))
     from models.enroll.mouth import mouth_losses, sample_mouth_batch
@@ -142,3 +143,32 @@ def test_blend_covers_the_mask():
         _, _, _, blend = net(x, x, x, mask)
     assert float(blend[..., 17:31, 17:31].min()) > 0.999  # inside: the net's mouth, whatever its learned blend
     assert float(blend[..., 0, :].max()) < 0.1 and float(blend[..., :, -1].max()) < 0.1  # fades out at the box border
+
+
+def test_perceptual_term_compares_face_features_and_trains():
+    from models.enroll.mouth import mouth_losses, sample_mouth_batch
+    from models.enroll.nets import MouthNet
+    from models.face.identity import DlibFaceResNet
+
+    assert "w_perceptual" not in MouthParams(w_perceptual=0.0).to_json()  # off: recorded as before it existed
+    assert MouthParams(w_perceptual=0.3).to_json()["w_perceptual"] == 0.3
+    features = DlibFaceResNet.load()
+    a = torch.rand(1, 3, 40, 40)
+    assert all(float((f - g).abs().max()) == 0 for f, g in zip(features.features(a), features.features(a.clone())))
+    blurred = torch.nn.functional.avg_pool2d(a, 3, 1, 1)
+    # Same mean colour, lost detail: the features see it.
+    assert sum(float((f - g).abs().mean()) for f, g in zip(features.features(a), features.features(blurred))) > 0.01
+
+    rng = np.random.default_rng(2)
+    meshes = np.stack([_mesh(d) for d in (0.0, 3.0)])
+    params = MouthParams(widths=(8, 16), steps=2, batch=2, checkpoint_every_s=1e9, w_perceptual=0.5)
+    samples = build_samples(_layers(2, rng), meshes, load_topology().triangles, S, params)
+    decomposition = DecompositionModelTorch(DecomposeParams(widths=(8, 16)))
+    net = MouthNet(widths=(8, 16))
+    batch = sample_mouth_batch(samples, rng, params)
+    with pytest.raises(ValueError, match="perceptual net"):
+        mouth_losses(batch, net, decomposition, [random_lighting(rng)], params)
+    terms = mouth_losses(batch, net, decomposition, [random_lighting(rng)], params, features)
+    assert float(terms["perceptual"].detach()) > 0
+    terms["perceptual"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in net.parameters() if p.grad is not None) > 0

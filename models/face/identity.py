@@ -191,17 +191,33 @@ class DlibFaceResNet(torch.nn.Module):
     def load(cls, path: Path | None = None) -> "DlibFaceResNet":
         return cls(read_dlib_resnet(path or model_path())).eval()
 
-    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+    def _stem(self, images: torch.Tensor) -> torch.Tensor:
         # dlib scales pixels to (v - mean) / 256 on the 0..255 scale.
-        x = (chips - self.means) * (255.0 / 256.0)
-        x = F.relu(self.convs[0](x))
-        x = F.max_pool2d(x, 3, 2)
-        for i, (_, stride) in enumerate(RESIDUAL_BLOCKS):
-            first, second = self.convs[1 + 2 * i], self.convs[2 + 2 * i]
-            y = second(F.relu(first(x)))
-            shortcut = F.avg_pool2d(x, 2, 2) if stride == 2 else x
-            x = F.relu(_add_padded(y, shortcut))
+        return F.relu(self.convs[0]((images - self.means) * (255.0 / 256.0)))
+
+    def _block(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        first, second = self.convs[1 + 2 * i], self.convs[2 + 2 * i]
+        y = second(F.relu(first(x)))
+        shortcut = F.avg_pool2d(x, 2, 2) if RESIDUAL_BLOCKS[i][1] == 2 else x
+        return F.relu(_add_padded(y, shortcut))
+
+    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self._stem(chips), 3, 2)
+        for i in range(len(RESIDUAL_BLOCKS)):
+            x = self._block(i, x)
         return x.mean(dim=(2, 3)) @ self.fc.T
+
+    def features(self, images: torch.Tensor, blocks: int = 3) -> list[torch.Tensor]:
+        """Early activations for a perceptual loss on (B, 3, H, W) sRGB images in 0..1 of any size: the stem's
+        (H/2, 32 channels) and, after the max pool, those of the first `blocks` residual blocks (H/4; 32 channels
+        for the first three). Face-trained filters: edges, lips, teeth, skin texture."""
+        x = self._stem(images)
+        out = [x]
+        x = F.max_pool2d(x, 3, 2)
+        for i in range(blocks):
+            x = self._block(i, x)
+            out.append(x)
+        return out
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
