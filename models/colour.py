@@ -12,7 +12,7 @@ from models.xp import array_module
 # Rec. 709 / sRGB primaries: weights giving relative luminance Y from linear RGB.
 LUMA_WEIGHTS_LINEAR = (0.2126, 0.7152, 0.0722)
 
-_SRGB_LINEAR_KNEE = 0.0031308  # linear value where the curve switches from linear to power
+SRGB_LINEAR_KNEE = 0.0031308  # linear value where the curve switches from linear to power
 _SRGB_ENCODED_KNEE = 0.04045  # the same point in encoded values (12.92 * 0.0031308)
 
 
@@ -30,8 +30,8 @@ def linear_to_srgb(linear):
     xp = array_module(linear)
     c = xp.clip(xp.asarray(linear, dtype=xp.float32), 0.0, 1.0)
     low = c * 12.92
-    high = 1.055 * xp.maximum(c, _SRGB_LINEAR_KNEE) ** (1.0 / 2.4) - 0.055
-    return xp.where(c <= _SRGB_LINEAR_KNEE, low, high).astype(xp.float32)
+    high = 1.055 * xp.maximum(c, SRGB_LINEAR_KNEE) ** (1.0 / 2.4) - 0.055
+    return xp.where(c <= SRGB_LINEAR_KNEE, low, high).astype(xp.float32)
 
 
 def luminance(linear_rgb):

@@ -85,3 +85,12 @@ def test_sh_specular_lights_of_constant_env_sum_to_4pi_c():
     dirs = rt.fibonacci_directions(256)
     lights = rt.sh_specular_lights(torch.from_numpy(constant_sh([0.5, 1.0, 2.0])), dirs)
     np.testing.assert_allclose(lights.sum(0).numpy(), 4 * math.pi * np.array([0.5, 1.0, 2.0]), rtol=1e-5)
+
+
+def test_srgb_encode_is_the_colour_modules_curve_and_has_finite_gradients():
+    from models.colour import linear_to_srgb
+
+    x = torch.linspace(-0.1, 1.2, 2001, requires_grad=True)
+    np.testing.assert_allclose(rt.srgb_encode(x).detach().numpy(), linear_to_srgb(x.detach().numpy()), atol=2e-6)
+    rt.srgb_encode(x).sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -48,7 +48,7 @@ from torch.nn import functional as F
 from models.colour import srgb_to_linear
 from models.enroll.losses import histogram_entropy, normal_residual_l1, reconstruction_l1, total_variation
 from models.enroll.nets import DecompositionNet, ShadingCorrection
-from models.enroll.render_torch import TorchLighting, random_lighting, relight, shading, specular
+from models.enroll.render_torch import TorchLighting, random_lighting, relight, shading, specular, srgb_encode
 from models.enroll.workdir import WorkDir
 from models.face.identity import chip_affine_from_mesh
 from models.lighting.sh import constant_sh, project_directional
@@ -276,12 +276,6 @@ def sample_batch(pool: FramePool, rng: np.random.Generator, params: DecomposePar
     t = lambda a: torch.from_numpy(a[pick].astype(np.float32))  # noqa: E731
     chips = None if pool.chip_affine is None else t(pool.chip_affine)
     return Batch(t(pool.image), t(pool.coarse_normals), t(pool.matte), t(pool.face), pick, chips)
-
-
-def srgb_encode(linear: torch.Tensor) -> torch.Tensor:
-    """Differentiable sRGB transfer curve on [0, 1] linear values (models.colour.linear_to_srgb in torch)."""
-    x = linear.clamp(0.0, 1.0)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(1e-6) ** (1.0 / 2.4) - 0.055)
 
 
 class IdentityTerm:

@@ -40,12 +40,11 @@ from models.enroll.decompose import (
     WorkDir,
     frame_layers,
     run_resumable,
-    srgb_encode,
 )
 from models.enroll.expression import lip_region
 from models.enroll.losses import total_variation
 from models.enroll.nets import MouthNet
-from models.enroll.render_torch import TorchLighting, random_lighting, relight
+from models.enroll.render_torch import TorchLighting, random_lighting, relight, srgb_encode
 from models.face.masks import grown_hulls_mask
 from models.raster import interpolate, rasterize, vertex_normals
 
@@ -253,9 +252,6 @@ def sample_mouth_batch(samples: MouthSamples, rng: np.random.Generator, params: 
         normals=_chw(normals),
         spec_weight=_chw(spec),
     )
-
-
-# ------------------------------------------------------------------------------------------------------ lightings
 
 
 # -------------------------------------------------------------------------------------------------------- training

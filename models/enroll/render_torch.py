@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.colour import SRGB_LINEAR_KNEE
 from models.lighting.sh import IRRADIANCE_GAIN_PER_COEFF, fibonacci_sphere, sh_basis_terms
 from models.lighting.sources import DirectionalLight, directional_lighting
 
@@ -90,3 +91,11 @@ def relight(albedo, normals, spec_weight, lighting: TorchLighting, shading_net, 
     s_sh = shading(normals, lighting.sh).clamp_min(0.0)
     diffuse = shading_net(normals, s_sh) if shading_net is not None else s_sh
     return albedo * (diffuse + spec_weight * specular(normals, lighting.dirs, lighting.colours, shininess))
+
+
+def srgb_encode(linear: torch.Tensor) -> torch.Tensor:
+    """models.colour.linear_to_srgb in differentiable torch: clipped to [0, 1], then the sRGB curve."""
+    x = linear.clamp(0.0, 1.0)
+    # The power branch sees at least the knee, so its gradient stays finite where the linear branch is taken.
+    high = 1.055 * x.clamp_min(SRGB_LINEAR_KNEE) ** (1.0 / 2.4) - 0.055
+    return torch.where(x <= SRGB_LINEAR_KNEE, 12.92 * x, high)
