@@ -182,23 +182,6 @@ def retrain_mouth(workdir: Path, new_workdir: Path, bundle_parent: Path, name: s
             "bundle_mb": round(report.bytes_total / 2**20, 1), "torch_threads": torch.get_num_threads()}
 
 
-def _mouth_overrides(items: list[str]) -> dict:
-    """NAME=VALUE strings -> MouthParams overrides, each value converted to the field's type."""
-    import dataclasses
-
-    from models.enroll.mouth import MouthParams
-
-    fields = {f.name: f for f in dataclasses.fields(MouthParams)}
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or name not in fields:
-            raise SystemExit(f"error: --mouth-param {item!r}: expected NAME=VALUE with NAME one of {sorted(fields)}")
-        default = getattr(MouthParams(), name)
-        out[name] = (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
-    return out
-
-
 def training_opening_gain(workdir: Path, bundle: Path, train_fraction: float) -> dict:
     """The opening gain (models.enroll.holdout.opening_gain) of the bundle's audio head on the training span of
     the enrollment video: predicted (ONNX, from the whole track) vs measured lip coefficients."""
@@ -507,9 +490,15 @@ def main(argv: list[str] | None = None) -> int:
         new_workdir, bundle_parent = out / f"work_{args.retrain_mouth}", out / f"avatars_{args.retrain_mouth}"
         bundle = bundle_parent / args.name
         if "retrained_mouth" not in report:
+            from models.enroll.mouth import MouthParams
+            from models.enroll.overrides import parse_overrides
+
+            try:
+                overrides = parse_overrides(MouthParams, args.mouth_param)
+            except ValueError as e:
+                raise SystemExit(f"error: --mouth-param {e}")
             report["retrained_mouth"] = retrain_mouth(workdir, new_workdir, bundle_parent, args.name,
-                                                      args.train_fraction, args.video,
-                                                      _mouth_overrides(args.mouth_param))
+                                                      args.train_fraction, args.video, overrides)
             report_path.write_text(json.dumps(report, indent=1))
         workdir = new_workdir
         report.update({"bundle": str(bundle), "work_dir": str(workdir)})

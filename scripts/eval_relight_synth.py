@@ -39,7 +39,6 @@ Writes the JSON report and a contact sheet (rows: lightings; columns: ground tru
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -57,6 +56,7 @@ from models.enroll.decompose import (  # noqa: E402
     DecomposeParams, decompose_prepared, load_model, load_pool, pool_indices, train_decomposition)
 from models.enroll.mouth import (  # noqa: E402
     MouthParams, TorchLighting, build_samples, load_mouth, mouth_box, paste_mouth, relight, train_mouth)
+from models.enroll.overrides import parse_overrides  # noqa: E402
 from models.enroll.prepare import crop_rect, prepare_video  # noqa: E402
 from models.enroll.workdir import WorkDir  # noqa: E402
 from models.face.crop import sample_crop  # noqa: E402
@@ -123,24 +123,6 @@ def _relit(layers_albedo, layers_normals, layers_spec, lighting, shading_net, sh
     return out[0].permute(1, 2, 0).numpy()
 
 
-def _param_overrides(items: list[str]) -> dict:
-    """NAME=VALUE strings -> DecomposeParams keyword overrides, each parsed as the field's type."""
-    fields = {f.name for f in dataclasses.fields(DecomposeParams)}
-    out = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        if name not in fields:
-            raise SystemExit(f"--param: DecomposeParams has no field {name!r}")
-        default = getattr(DecomposeParams, name, None)
-        if isinstance(default, bool):
-            out[name] = value.lower() in ("1", "true", "yes")
-        elif isinstance(default, tuple):
-            out[name] = tuple(int(v) for v in value.split(","))
-        else:
-            out[name] = type(default)(value) if default is not None else float(value)
-    return out
-
-
 def _model_key(dec_state: dict) -> str:
     return json.dumps([dec_state["params"], dec_state["steps"], dec_state["elapsed_s"]], sort_keys=True)
 
@@ -181,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     n_train = int(args.train_frac * n)
     timings = {"prepare_s": time.perf_counter() - t0}
 
-    dparams = DecomposeParams(**{"steps": args.decompose_steps, **_param_overrides(args.param)})
+    try:
+        overrides = parse_overrides(DecomposeParams, args.param)
+    except ValueError as e:
+        raise SystemExit(f"error: --param {e}")
+    dparams = DecomposeParams(**{"steps": args.decompose_steps, **overrides})
     t = time.perf_counter()
     pool = load_pool(prepared, pool_indices(0, n_train, dparams.max_pool_frames), dparams.work_scale)
     timings["pool_s"] = time.perf_counter() - t

@@ -32,3 +32,20 @@ def test_squared_error_is_pooled_per_normal_error_bin():
     sums, counts = mod.squared_error_by_bin(pred, gt, mask, err)
     np.testing.assert_allclose(sums, [0.04, 0.0, 0.0, 0.0], atol=1e-12)
     np.testing.assert_array_equal(counts, [2, 1, 1, 1])
+
+
+def test_param_overrides_parse_each_field_by_its_type():
+    import pytest
+
+    from models.enroll.decompose import DecomposeParams
+    from models.enroll.mouth import MouthParams
+    from models.enroll.overrides import parse_overrides
+
+    got = parse_overrides(DecomposeParams, ["w_identity=0.05", "widths=8,16", "steps=12"])
+    assert got == {"w_identity": 0.05, "widths": (8, 16), "steps": 12} and isinstance(got["steps"], int)
+    assert parse_overrides(MouthParams, ["cover_mask=false", "w_perceptual=2"]) == {"cover_mask": False,
+                                                                                  "w_perceptual": 2.0}
+    with pytest.raises(ValueError, match="MouthParams field"):
+        parse_overrides(MouthParams, ["no_such=1"])
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_overrides(DecomposeParams, ["steps"])
