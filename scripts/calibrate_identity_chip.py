@@ -22,9 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.face.detector import FaceDetector  # noqa: E402
 from models.face.identity import CHIP_PX, TEMPLATE_VERTICES, fit_similarity, model_path  # noqa: E402
-from models.face.mesh import FaceMesh, roi_from_detection, roi_from_landmarks  # noqa: E402
+from models.synth.head import fit_landmarks  # noqa: E402
 
 PADDING = 0.25  # dlib's compute_face_descriptor default
 
@@ -64,20 +63,22 @@ def measure(images) -> tuple[list[np.ndarray], list[float]]:
 
     hog = dlib.get_frontal_face_detector()
     shape5 = dlib.shape_predictor(str(model_path().parent / "shape_predictor_5_face_landmarks.dat"))
-    detector, mesher = FaceDetector(), FaceMesh()
     positions, mismatches = [], []
     for name, img in images:
         dets = hog(img, 1)
-        faces = detector.detect(img)
-        if not len(dets) or len(faces) != 1:
-            print(f"{name}: skipped ({len(dets)} dlib faces, {len(faces)} ours)")
+        try:
+            # Our detector + the two-pass mesh, exactly one face (as the synthetic heads are built).
+            pts = fit_landmarks(img, name).points_px[:, :2].astype(np.float64)
+        except ValueError as e:
+            print(f"{name}: skipped ({e})")
+            continue
+        if not len(dets):
+            print(f"{name}: skipped (dlib found no face)")
             continue
         # dlib's HOG detector sometimes adds a small false face (the astronaut's badge): take the largest.
         det = max(dets, key=lambda d: d.width() * d.height())
         chip = dlib.get_face_chip_details(shape5(img, det), CHIP_PX, PADDING)
         m = dlib_chip_matrix(chip)
-        pts = mesher.landmarks(img, roi_from_detection(faces[0])).points_px
-        pts = mesher.landmarks(img, roi_from_landmarks(pts)).points_px[:, :2].astype(np.float64)
         # Ours: pixel centres at +0.5; dlib's at integers.
         positions.append((pts[TEMPLATE_VERTICES] - 0.5) @ m[:, :2].T + m[:, 2] + 0.5)
         # Check the matrix against dlib's own chip: our resampling of the image through it must match.

@@ -71,19 +71,15 @@ class _Stream:
 
     def int(self) -> int:
         # One control byte (low nibble: byte count, bit 7: sign), then the magnitude little-endian.
+        if self.pos >= len(self.data):
+            raise ValueError("dlib stream ends inside a layer: truncated file")
         control = self.data[self.pos]
         n = control & 0x0F
-        if n > 8:
-            raise ValueError(f"corrupt dlib stream at byte {self.pos}: integer of {n} bytes")
+        if n > 8 or self.pos + 1 + n > len(self.data):
+            raise ValueError(f"corrupt or truncated dlib stream at byte {self.pos}: integer of {n} bytes")
         value = int.from_bytes(self.data[self.pos + 1:self.pos + 1 + n], "little")
         self.pos += 1 + n
         return -value if control & 0x80 else value
-
-    def string(self) -> str:
-        n = self.int()
-        s = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return s.decode("latin-1")
 
     def float(self) -> float:
         # Mantissa and exponent as two integers: value = mantissa * 2**exponent (no special values needed here).
