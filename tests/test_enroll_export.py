@@ -102,3 +102,48 @@ def test_bundle_size_budget_limits_the_idle_loop(enrolled):
     assert 2 <= small.idle_frames < 25
     with pytest.raises(ValueError, match="leaves room"):
         export_bundle(wd, root / "none", "tiny", a2e=a2e, expression=space, max_bundle_mb=0.05)
+
+
+def test_reference_mouths_reach_the_bundle_and_the_live_renderer(enrolled):
+    """A mouth net trained with reference mouths exports its bank; the live renderer feeds the net the nearest bank
+    mouth warped onto the driven mesh, as models/enroll/reference_mouths.py does in training."""
+    from models.enroll.decompose import load_model
+    from models.enroll.reference_mouths import ReferenceMouths
+    from models.lighting.sources import preset
+    from stream.bundle_renderer import BundleRenderer
+
+    wd, prepared, space, a2e, root = enrolled
+    ref_root = root / "work_ref"
+    ref_root.mkdir()
+    for item in wd.root.iterdir():  # everything but the mouth, shared with the plain enrollment
+        if item.name not in ("mouth", "checkpoints"):
+            (ref_root / item.name).symlink_to(item.resolve())
+    ref_wd = WorkDir(ref_root)
+    decomposition, _ = load_model(ref_wd)
+    idx = pool_indices(0, prepared.frame_count, 12)
+    normals = np.stack([prepared._read("normals", int(i)) for i in idx]).astype(np.float32)
+    mparams = MouthParams(widths=(8, 16), steps=2, batch=2, reference_mouths=4, reference_exclude=1, w_perceptual=0.0)
+    samples = train_samples_from_model(decomposition, prepared.crops(idx), normals, prepared.person_matte(idx),
+                                       prepared.landmarks_px[idx], load_topology().triangles, mparams)
+    train_mouth(ref_wd, samples, decomposition, mparams, progress=False)
+    report = export_bundle(ref_wd, root / "bundle_ref", "tiny", a2e=a2e, expression=space, idle_loop_s=0.4)
+    a = load_bundle(report.path).arrays
+    m = samples.mouth_px
+    assert a["reference_albedo"].shape == (4, m, m, 3) and a["reference_albedo"].dtype == np.uint8
+    assert a["reference_landmarks"].shape == (4, 468, 3)
+
+    r = BundleRenderer(report.path, threads=1)
+    rng = np.random.default_rng(0)
+    window = rng.normal(size=(r.mel_past_frames + 1 + r.mel_lookahead_frames, 80)).astype(np.float32)
+    coeffs = r.lip_coeffs(window)
+    feeds = r.mouth_inputs(1, coeffs, r.decode_layers(1))
+    assert feeds["reference_valid"].any()
+    bx, by = a["idle_mouth_box"][1]
+    driven = a["idle_landmarks"][1] - np.array([bx, by, 0], np.float32)
+    driven[r.geometry.vertices] = r.driven_vertices(1, coeffs) - np.array([bx, by, 0], np.float32)
+    bank = ReferenceMouths(srgb_to_linear(a["reference_albedo"] / 255.0).astype(np.float32), a["reference_landmarks"])
+    want_albedo, want_valid = bank.inputs(driven, feeds["mouth_mask"][0, 0] > 0)
+    np.testing.assert_array_equal(feeds["reference_valid"][0, 0] > 0, want_valid)
+    np.testing.assert_allclose(feeds["reference_albedo"][0].transpose(1, 2, 0), want_albedo, atol=1e-5)
+    frame = r.render(window, preset("soft_front"), 1)
+    assert np.isfinite(frame.rgb_linear).all()

@@ -172,3 +172,40 @@ def test_perceptual_term_compares_face_features_and_trains():
     assert float(terms["perceptual"].detach()) > 0
     terms["perceptual"].backward()
     assert sum(float(p.grad.abs().sum()) for p in net.parameters() if p.grad is not None) > 0
+
+
+def test_reference_mouths_train_save_and_paste(tmp_path):
+    """With reference_mouths the samples carry each frame's nearest other bank mouth warped onto its own mesh, the
+    net takes it as two more inputs, and the bank is saved with the net for export and evaluation."""
+    from models.enroll.mouth import saved_references
+
+    rng = np.random.default_rng(0)
+    meshes = np.stack([_mesh(d) for d in (0.0, 4.0, 0.5, 3.5, 2.0)])
+    layers = _layers(5, rng)
+    params = MouthParams(widths=(8, 16), steps=3, batch=2, checkpoint_every_s=1e9, reference_mouths=4,
+                         reference_exclude=0, w_perceptual=0.0)
+    samples = build_samples(layers, meshes, load_topology().triangles, S, params)
+    assert len(samples.references) == 4
+    assert samples.reference_albedo.shape == (5, 24, 24, 3) and samples.reference_valid.any(axis=(1, 2)).all()
+    # A frame is never its own reference: where the bank has it, the nearest *other* shape is copied.
+    for t in range(5):
+        own = np.flatnonzero([np.array_equal(lm, meshes[t] - [*samples.boxes[t], 0]) for lm in
+                              samples.references.landmarks_px])
+        if own.size:
+            assert not np.allclose(samples.reference_albedo[t][samples.reference_valid[t]],
+                                   samples.albedo[t][samples.reference_valid[t]])
+    result = train_mouth(WorkDir(tmp_path), samples, DecompositionModelTorch(DecomposeParams(widths=(8, 16))), params,
+                         progress=False)
+    assert result.steps_done == 3
+    net, state = load_mouth(WorkDir(tmp_path))
+    bank = saved_references(state)
+    np.testing.assert_array_equal(bank.albedo, samples.references.albedo)
+    assert state["params"]["reference_mouths"] == 4
+    with pytest.raises(ValueError, match="reference inputs"):
+        net.net(*[torch.zeros(1, c, 24, 24) for c in (3, 3, 3, 1)])
+    pasted = paste_mouth(net, layers, meshes, meshes, load_topology().triangles, samples.boxes, 24, samples.grow_px,
+                         bank)
+    assert np.isfinite(pasted.albedo).all()
+    # Off, nothing changes for work folders written before the option existed.
+    assert "reference_mouths" not in MouthParams().to_json()
+    assert saved_references({"params": {}}) is None
