@@ -215,7 +215,7 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
     from models.enroll.decompose import decompose_prepared, load_model
     from models.enroll.expression import ExpressionSpace, lip_vertices
     from models.enroll.holdout import amplify_opening, opening_axis
-    from models.enroll.mouth import MouthParams, load_mouth, mouth_box, paste_mouth, saved_references
+    from models.enroll.mouth import MouthParams, load_mouth, mouth_box, paste_mouth
     from models.enroll.prepare import load_prepared
     from models.face.resources import load_topology
     from stream.bundle_renderer import BundleRenderer
@@ -264,10 +264,9 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
                            for k, p in enumerate(pos)])
         driven_gain = np.stack([lip_vertices(space, coeffs_gain[c0 + k], lms[k], prepared.pose(int(p)))
                                 for k, p in enumerate(pos)])
-        refs = saved_references(mouth_state)
-        own = paste_mouth(mouth_net, layers, lms, lms, tri, boxes, m, grow, refs)
-        audio = paste_mouth(mouth_net, layers, lms, driven, tri, boxes, m, grow, refs)
-        audio_gain = paste_mouth(mouth_net, layers, lms, driven_gain, tri, boxes, m, grow, refs)
+        own = paste_mouth(mouth_net, layers, lms, lms, tri, boxes, m, grow)
+        audio = paste_mouth(mouth_net, layers, lms, driven, tri, boxes, m, grow)
+        audio_gain = paste_mouth(mouth_net, layers, lms, driven_gain, tri, boxes, m, grow)
         crops = {
             "copy_real_crop": prepared.crops(pos),
             "decomposition_folded": to8(relit_learned(decomposition, layers.albedo, layers.normals,

@@ -28,7 +28,6 @@ import numpy as np
 
 from models.bundle import AvatarBundle, BundleError, load_bundle
 from models.colour import srgb_to_linear
-from models.enroll.reference_mouths import ReferenceMouths
 from models.face.masks import grown_hulls_mask
 from models.face.resources import NUM_LANDMARKS, load_canonical_face
 from models.lighting.lighting import Lighting
@@ -183,22 +182,6 @@ def _check_contents(bundle: AvatarBundle) -> None:
     for key in ("idle_landmarks", "idle_pose", "expression_mean", "expression_basis"):
         if not np.all(np.isfinite(a[key])):
             raise _fail(bundle, f"array {key!r} holds NaN or inf")
-
-
-def _reference_mouths(bundle: AvatarBundle, srgb_lut: np.ndarray) -> ReferenceMouths | None:
-    """The mouth net's bank of recorded mouths (models/enroll/reference_mouths.py), if the bundle has one."""
-    a = bundle.arrays
-    if "reference_albedo" not in a:
-        return None
-    m = int(bundle.info["mouth_px"])
-    albedo, landmarks = a["reference_albedo"], a.get("reference_landmarks")
-    r = albedo.shape[0] if albedo.ndim == 4 else -1
-    if albedo.dtype != np.uint8 or albedo.shape[1:] != (m, m, 3) or r < 1:
-        raise _fail(bundle, f"array 'reference_albedo' is {albedo.dtype} {albedo.shape}; expected uint8 (R, {m}, {m}, 3)")
-    if landmarks is None or landmarks.shape != (r, NUM_LANDMARKS, 3) or not np.all(np.isfinite(landmarks)):
-        raise _fail(bundle, f"array 'reference_landmarks' must be finite float ({r}, {NUM_LANDMARKS}, 3) with "
-                            "reference_albedo")
-    return ReferenceMouths(srgb_lut[albedo], landmarks.astype(np.float32))
 
 
 def _region_weights(bundle: AvatarBundle) -> np.ndarray:
@@ -363,7 +346,6 @@ class BundleRenderer:
         self.geometry = _mouth_geometry(bundle)
         self._subset_landmarks = a["idle_landmarks"][:, self.geometry.vertices].astype(np.float32)
         self._grow_px = float(bundle.info.get("mouth_mask_grow_px", 0.0))
-        self.references = _reference_mouths(bundle, self._srgb_lut)
 
     def _check_net_shapes(self) -> None:
         b, t = self.backend, self.mel_past_frames + 1 + self.mel_lookahead_frames
@@ -382,11 +364,6 @@ class BundleRenderer:
         for spec in b.inputs("mouth"):
             if len(spec.shape) != 4 or spec.shape[2:] not in ((m, m), (None, None)):
                 raise _fail(self.bundle, f"mouth net input {spec.name!r} is {spec.shape}; expected (B, C, {m}, {m})")
-        names = {s.name for s in b.inputs("mouth")}
-        takes_reference = {"reference_albedo", "reference_valid"} <= names
-        if takes_reference != ("reference_albedo" in self.bundle.arrays):
-            raise _fail(self.bundle, "the mouth net takes reference mouths but the bundle has no reference_albedo"
-                        if takes_reference else "the bundle has reference mouths but its mouth net takes none")
         outputs = {s.name for s in b.outputs("mouth")}
         if outputs != {"albedo", "normals", "spec_weight", "blend"}:
             raise _fail(self.bundle, f"mouth net outputs {sorted(outputs)}; expected albedo, normals, spec_weight, blend")
@@ -449,19 +426,12 @@ class BundleRenderer:
         def chw(x):
             return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
 
-        inputs = {
+        return {
             "coarse_normals": chw(coarse),
             "idle_albedo": chw(idle_albedo * keep),
             "idle_normals": chw(idle_normals * keep),
             "mouth_mask": mask.astype(np.float32)[None, None],
         }
-        if self.references is not None:
-            full = self.bundle.arrays["idle_landmarks"][i] - np.array([bx, by, 0], np.float32)
-            full[g.vertices] = local
-            ref_albedo, ref_valid = self.references.inputs(full, mask)
-            inputs["reference_albedo"] = chw(ref_albedo)
-            inputs["reference_valid"] = ref_valid.astype(np.float32)[None, None]
-        return inputs
 
     def _blend_mouth(self, i: int, coeffs: np.ndarray, layers: IdleLayers) -> None:
         out = self.backend.run("mouth", self.mouth_inputs(i, coeffs, layers))

@@ -37,7 +37,7 @@ def torch_state_path(onnx_path: Path) -> Path:
 def _mouth(config):
     from models.enroll.nets import MouthNet
 
-    return MouthNet(widths=tuple(config["widths"]), reference=bool(config.get("reference", False)))
+    return MouthNet(widths=tuple(config["widths"]))
 
 
 def _shading(config):

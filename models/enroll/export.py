@@ -25,7 +25,7 @@ from models.bundle import NetSpec, write_bundle
 from models.colour import linear_to_srgb
 from models.enroll.decompose import DecompositionModelTorch, LayerStack, decompose_prepared, load_model
 from models.enroll.expression import ExpressionSpace, IdleLoop, select_idle_loop
-from models.enroll.mouth import MouthNet, load_mouth, mouth_box, saved_references
+from models.enroll.mouth import MouthNet, load_mouth, mouth_box
 from models.enroll.nets import ShadingCorrection
 from models.enroll.workdir import WorkDir
 from models.face.resources import load_topology
@@ -62,20 +62,11 @@ class ExportReport:
 # ------------------------------------------------------------------------------------------------------- encoding
 
 
-def _to8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def encode_albedo(albedo: np.ndarray) -> np.ndarray:
-    """Linear albedo -> sRGB-coded uint8, as the bundle stores it."""
-    return _to8(linear_to_srgb(albedo) * 255.0)
-
-
 def encode_layers(layers: LayerStack) -> dict[str, np.ndarray]:
     """Idle layers -> the bundle's uint8 arrays (docs/bundle.md)."""
-    to8 = _to8
+    to8 = lambda x: np.clip(np.rint(x), 0, 255).astype(np.uint8)  # noqa: E731
     return {
-        "idle_albedo": encode_albedo(layers.albedo),
+        "idle_albedo": to8(linear_to_srgb(layers.albedo) * 255.0),
         "idle_normals": to8(layers.normals * 127.5 + 127.5),
         "idle_spec_weight": to8(layers.spec_weight * 255.0),
         "idle_matte": to8(layers.matte * 255.0),
@@ -151,20 +142,15 @@ def export_nets(out: Path, decomposition: DecompositionModelTorch, mouth: MouthN
         {"image": [-1, 3, s, s], "coarse_normals": [-1, 3, s, s]},
         {"normals": [-1, 3, s, s], "residual": [-1, 3, s, s], "albedo": [-1, 3, s, s], "spec_weight": [-1, 1, s, s]}))
 
-    keys = ["mouth_coarse_normals", "mouth_idle_albedo", "mouth_idle_normals", "mouth_mask"]
+    args = tuple(chw(sample[k]) for k in ("mouth_coarse_normals", "mouth_idle_albedo", "mouth_idle_normals",
+                                          "mouth_mask"))
     names_in, names_out = ["coarse_normals", "idle_albedo", "idle_normals", "mouth_mask"], \
         ["albedo", "normals", "spec_weight", "blend"]
-    shapes_in = {"coarse_normals": [-1, 3, m, m], "idle_albedo": [-1, 3, m, m], "idle_normals": [-1, 3, m, m],
-                 "mouth_mask": [-1, 1, m, m]}
-    if "mouth_reference_albedo" in sample:
-        keys += ["mouth_reference_albedo", "mouth_reference_valid"]
-        names_in += ["reference_albedo", "reference_valid"]
-        shapes_in.update({"reference_albedo": [-1, 3, m, m], "reference_valid": [-1, 1, m, m]})
-    args = tuple(chw(sample[k]) for k in keys)
     _export(mouth, args, out / "mouth.onnx", names_in, names_out, dynamic_hw=False)
     diffs["mouth"] = _check_onnx(mouth, args, out / "mouth.onnx", names_in)
     files["mouth"] = (out / "mouth.onnx", _spec(
-        shapes_in,
+        {"coarse_normals": [-1, 3, m, m], "idle_albedo": [-1, 3, m, m], "idle_normals": [-1, 3, m, m],
+         "mouth_mask": [-1, 1, m, m]},
         {"albedo": [-1, 3, m, m], "normals": [-1, 3, m, m], "spec_weight": [-1, 1, m, m], "blend": [-1, 1, m, m]}))
 
     shade = _ShadingExport(decomposition.shading_net)
@@ -251,12 +237,6 @@ def export_bundle(
         "expression_weights": expression.weights.astype(np.float32),
         "triangles": np.asarray(topo.triangles, np.int32),
     }
-    references = saved_references(mouth_state)
-    if references is not None:
-        # The mouth net's bank of recorded mouths (models/enroll/mouth.py: ReferenceMouths), albedo as the idle
-        # layers store theirs (sRGB-coded uint8).
-        fixed["reference_albedo"] = encode_albedo(references.albedo)
-        fixed["reference_landmarks"] = references.landmarks_px.astype(np.float32)
 
     with tempfile.TemporaryDirectory(prefix="relitcam-export-") as tmp_name:
         tmp = Path(tmp_name)
@@ -313,7 +293,7 @@ def _sample_inputs(prepared, decomposition: DecompositionModelTorch, mouth_state
                    frames: np.ndarray) -> dict[str, np.ndarray]:
     """Real inputs for the ONNX checks: frames' crops and coarse normals, and their mouth boxes' net inputs."""
     from models.enroll.decompose import SRGB_TO_LINEAR_LUT
-    from models.enroll.mouth import box_landmarks, cut_box, mouth_coarse_normals, mouth_region_mask
+    from models.enroll.mouth import cut_box, mouth_coarse_normals, mouth_region_mask
 
     s, m = prepared.size_px, int(mouth_state["mouth_px"])
     p = mouth_state["params"]
@@ -323,13 +303,7 @@ def _sample_inputs(prepared, decomposition: DecompositionModelTorch, mouth_state
     masks = np.stack([mouth_region_mask([lm], b, m, p["mask_grow_frac"] * s) for lm, b in zip(lms, boxes)])
     keep = ~masks[..., None]
     tri = load_topology().triangles
-    references = saved_references(mouth_state)
-    extra = {}
-    if references is not None:
-        pairs = [references.inputs(box_landmarks(lm, b), mk) for lm, b, mk in zip(lms, boxes, masks)]
-        extra = {"mouth_reference_albedo": np.stack([a for a, _ in pairs]),
-                 "mouth_reference_valid": np.stack([v for _, v in pairs])[..., None].astype(np.float32)}
-    return {**extra,
+    return {
         "image": SRGB_TO_LINEAR_LUT[prepared.crops(frames)],
         "coarse_normals": np.stack([prepared._read("normals", int(i)) for i in frames]).astype(np.float32),
         "normals": layers.normals,

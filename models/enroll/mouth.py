@@ -45,7 +45,6 @@ from models.enroll.expression import lip_region
 from models.enroll.losses import total_variation
 from models.enroll.nets import MouthNet
 from models.enroll.render_torch import TorchLighting, random_lighting, relight, srgb_encode
-from models.enroll.reference_mouths import ReferenceMouths, box_landmarks, choose_references, lip_shape_key
 from models.face.masks import grown_hulls_mask
 from models.raster import interpolate, rasterize, vertex_normals
 
@@ -84,13 +83,6 @@ class MouthParams:
     # 27.84 / 27.75 / 27.66; at 0.5 the skin folds and lip edges around the mouth come back. ~14 % more per step.
     w_perceptual: float = 0.5
     perceptual_blocks: int = 3
-    # Reference mouths: a bank of this many training frames' mouths (albedo, chosen to span the lip shapes), and the
-    # net also sees the one whose lips are nearest the driven lips, warped onto the driven mesh (lips and the
-    # opening between them), inside the mask: teeth and lip texture to copy instead of average. 0 = off. At
-    # training the reference is never a frame within `reference_exclude` samples of the target (live, the driven
-    # lips are never a bank frame's own).
-    reference_mouths: int = 0
-    reference_exclude: int = 12
     w_layers: float = 0.5
     w_blend_outside: float = 0.5
     w_blend_tv: float = 0.05
@@ -121,8 +113,6 @@ class MouthParams:
                 del d[key]
         if d["w_perceptual"] == 0:
             del d["w_perceptual"], d["perceptual_blocks"]
-        if d["reference_mouths"] == 0:
-            del d["reference_mouths"], d["reference_exclude"]
         if not d["cover_mask"]:
             del d["cover_mask"], d["feather_px"]
         return d
@@ -190,11 +180,6 @@ class MouthSamples:
     boxes: np.ndarray
     mouth_px: int
     grow_px: float
-    # With MouthParams.reference_mouths: the bank, and per sample its nearest allowed reference warped onto the
-    # sample's own mesh (n, M, M, 3) and where that is valid (n, M, M) bool (not yet cut by the mask).
-    references: ReferenceMouths | None = None
-    reference_albedo: np.ndarray | None = None
-    reference_valid: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -208,26 +193,9 @@ def build_samples(layers: LayerStack, landmarks_px: np.ndarray, triangles: np.nd
     boxes = np.stack([mouth_box(lm, size_px, m, params.box_center_down_frac) for lm in landmarks_px])
     coarse = np.stack([mouth_coarse_normals(lm, triangles, b, m) for lm, b in zip(landmarks_px, boxes)])
     masks = np.stack([mouth_region_mask([lm], b, m, grow) for lm, b in zip(landmarks_px, boxes)])
-    albedo = cut_box(layers.albedo, boxes, m)
-    references = reference_albedo = reference_valid = None
-    if params.reference_mouths > 0:
-        local = np.stack([box_landmarks(lm, b) for lm, b in zip(landmarks_px, boxes)])
-        bank = choose_references(np.stack([lip_shape_key(lm) for lm in local]), params.reference_mouths)
-        references = ReferenceMouths(albedo[bank], local[bank])
-        reference_albedo, reference_valid = np.zeros_like(albedo), np.zeros(albedo.shape[:3], bool)
-        everywhere = np.ones((m, m), bool)
-        for t in range(len(local)):
-            # Never the frame itself or its neighbours: live, no bank mouth is the driven mouth.
-            allowed = np.abs(bank - t) > params.reference_exclude
-            if not allowed.any():
-                allowed = bank != t
-            reference_albedo[t], reference_valid[t] = references.inputs(local[t], everywhere, allowed)
     return MouthSamples(
-        references=references,
-        reference_albedo=reference_albedo,
-        reference_valid=reference_valid,
         coarse_normals=coarse,
-        albedo=albedo,
+        albedo=cut_box(layers.albedo, boxes, m),
         normals=cut_box(layers.normals, boxes, m),
         spec_weight=cut_box(layers.spec_weight, boxes, m),
         own_mask=masks,
@@ -250,7 +218,6 @@ class MouthBatch:
     albedo: torch.Tensor  # targets
     normals: torch.Tensor
     spec_weight: torch.Tensor
-    reference: tuple[torch.Tensor, ...] = ()  # (albedo (B, 3, M, M), valid (B, 1, M, M)) inside the mask, or ()
 
 
 def _chw(a: np.ndarray) -> torch.Tensor:
@@ -284,9 +251,6 @@ def sample_mouth_batch(samples: MouthSamples, rng: np.random.Generator, params: 
         albedo=_chw(albedo),
         normals=_chw(normals),
         spec_weight=_chw(spec),
-        reference=() if samples.references is None else (
-            _chw(samples.reference_albedo[pick] * masks[..., None]),
-            _chw(samples.reference_valid[pick] & masks)),
     )
 
 
@@ -296,8 +260,7 @@ def sample_mouth_batch(samples: MouthSamples, rng: np.random.Generator, params: 
 def mouth_losses(batch: MouthBatch, net: torch.nn.Module, decomposition: DecompositionModelTorch,
                  lightings: list[TorchLighting], params: MouthParams,
                  perceptual_net: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
-    albedo, normals, spec, blend = net(batch.coarse_normals, batch.idle_albedo, batch.idle_normals, batch.mask,
-                                       *batch.reference)
+    albedo, normals, spec, blend = net(batch.coarse_normals, batch.idle_albedo, batch.idle_normals, batch.mask)
     comp_a = blend * albedo + (1 - blend) * batch.under_albedo
     comp_n = torch.nn.functional.normalize(blend * normals + (1 - blend) * batch.under_normals, dim=1)
     comp_s = blend * spec + (1 - blend) * batch.under_spec
@@ -350,14 +313,13 @@ class CoveringMouthNet(torch.nn.Module):
     feather_px inside (the mask can reach past the box, e.g. under the nose: a blend of 1 there is a hard seam).
     Same inputs and outputs as MouthNet (the bundle's `mouth` net contract)."""
 
-    def __init__(self, widths: tuple[int, ...], feather_px: int = 6, reference: bool = False):
+    def __init__(self, widths: tuple[int, ...], feather_px: int = 6):
         super().__init__()
-        self.net = MouthNet(widths=tuple(widths), reference=reference)
+        self.net = MouthNet(widths=tuple(widths))
         self.feather_px = int(feather_px)
 
-    def forward(self, coarse_normals, idle_albedo, idle_normals, mouth_mask, *reference):
-        albedo, normals, spec_weight, blend = self.net(coarse_normals, idle_albedo, idle_normals, mouth_mask,
-                                                       *reference)
+    def forward(self, coarse_normals, idle_albedo, idle_normals, mouth_mask):
+        albedo, normals, spec_weight, blend = self.net(coarse_normals, idle_albedo, idle_normals, mouth_mask)
         r = self.feather_px
         cover = torch.nn.functional.avg_pool2d(mouth_mask, 2 * r + 1, stride=1, padding=r, count_include_pad=True)
         h, w = mouth_mask.shape[-2:]
@@ -371,10 +333,9 @@ class CoveringMouthNet(torch.nn.Module):
 
 def make_mouth_net(params: dict | MouthParams) -> torch.nn.Module:
     p = params.to_json() if isinstance(params, MouthParams) else params
-    reference = int(p.get("reference_mouths", 0)) > 0
     if p.get("cover_mask", False):
-        return CoveringMouthNet(tuple(p["widths"]), int(p.get("feather_px", 6)), reference)
-    return MouthNet(widths=tuple(p["widths"]), reference=reference)
+        return CoveringMouthNet(tuple(p["widths"]), int(p.get("feather_px", 6)))
+    return MouthNet(widths=tuple(p["widths"]))
 
 
 def learned_lighting(decomposition: DecompositionModelTorch) -> TorchLighting:
@@ -392,7 +353,6 @@ class MouthResult:
     elapsed_s: float
     loss_history: list[dict[str, float]]
     resumed_from_step: int = 0
-    references: ReferenceMouths | None = None
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
@@ -441,7 +401,7 @@ def train_mouth(workdir: WorkDir, samples: MouthSamples, decomposition: Decompos
                         checkpoint_every_s=params.checkpoint_every_s, resume=resume, progress=progress,
                         max_steps_this_run=max_steps_this_run, show="relit")
     result = MouthResult(net, params, samples.mouth_px, run.steps_done, run.elapsed_s, run.history,
-                         run.resumed_from_step, samples.references)
+                         run.resumed_from_step)
     if run.steps_done >= params.steps:
         save_mouth(workdir, result)
     return result
@@ -453,9 +413,7 @@ def save_mouth(workdir: WorkDir, result: MouthResult) -> None:
     with atomic_path(workdir.path(MODEL_FILE)) as tmp:
         torch.save({"params": result.params.to_json(), "net": result.net.state_dict(), "mouth_px": result.mouth_px,
                     "steps": result.steps_done, "elapsed_s": result.elapsed_s,
-                    "final_losses": result.loss_history[-1] if result.loss_history else {},
-                    "references": None if result.references is None else {
-                        "albedo": result.references.albedo, "landmarks_px": result.references.landmarks_px}}, tmp)
+                    "final_losses": result.loss_history[-1] if result.loss_history else {}}, tmp)
 
 
 def load_mouth(workdir: WorkDir) -> tuple[torch.nn.Module, dict]:
@@ -466,14 +424,6 @@ def load_mouth(workdir: WorkDir) -> tuple[torch.nn.Module, dict]:
     net = make_mouth_net(state["params"])
     net.load_state_dict(state["net"])
     return net.eval(), state
-
-
-def saved_references(mouth_state: dict) -> ReferenceMouths | None:
-    """The reference bank a trained mouth net (load_mouth's state) was trained with, if it takes one."""
-    bank = mouth_state.get("references")
-    if not bank:
-        return None
-    return ReferenceMouths(np.asarray(bank["albedo"], np.float32), np.asarray(bank["landmarks_px"], np.float32))
 
 
 # ------------------------------------------------------------------------------------------------------ inference
@@ -490,11 +440,10 @@ class MouthLayers:
 
 
 def paste_mouth(net: MouthNet, layers: LayerStack, idle_landmarks_px: np.ndarray, driven_landmarks_px: np.ndarray,
-                triangles: np.ndarray, boxes: np.ndarray, mouth_px: int, grow_px: float,
-                references: ReferenceMouths | None = None) -> MouthLayers:
+                triangles: np.ndarray, boxes: np.ndarray, mouth_px: int, grow_px: float) -> MouthLayers:
     """Run the mouth net for frames whose idle layers are `layers` (with meshes idle_landmarks_px) driven by
     `driven_landmarks_px`, and blend its layers into copies of the frames' layers; what the live renderer does,
-    in NumPy + torch (for evaluation). `references`: the net's reference bank (saved_references), if it takes one."""
+    in NumPy + torch (for evaluation)."""
     albedo, normals, spec = layers.albedo.copy(), layers.normals.copy(), layers.spec_weight.copy()
     blends = []
     with torch.no_grad():
@@ -504,11 +453,7 @@ def paste_mouth(net: MouthNet, layers: LayerStack, idle_landmarks_px: np.ndarray
             keep = ~mask[..., None]
             cn = mouth_coarse_normals(driven_landmarks_px[i], triangles, (x, y), m)
             a0, n0, s0 = albedo[i, y:y + m, x:x + m], normals[i, y:y + m, x:x + m], spec[i, y:y + m, x:x + m]
-            extra = ()
-            if references is not None:
-                ref_albedo, ref_valid = references.inputs(box_landmarks(driven_landmarks_px[i], (x, y)), mask)
-                extra = (_chw(ref_albedo[None]), _chw(ref_valid[None]))
-            out = net(_chw(cn[None]), _chw((a0 * keep)[None]), _chw((n0 * keep)[None]), _chw(mask[None]), *extra)
+            out = net(_chw(cn[None]), _chw((a0 * keep)[None]), _chw((n0 * keep)[None]), _chw(mask[None]))
             a, n, s, b = (o[0].permute(1, 2, 0).numpy() for o in out)
             albedo[i, y:y + m, x:x + m] = b * a + (1 - b) * a0
             nn_ = b * n + (1 - b) * n0

@@ -116,27 +116,17 @@ class MouthNet(nn.Module):
     """Mouth crop renderer and seam blender (ReliTalk eq. 5-8, in intrinsic layers so the mouth relights too).
 
     Inputs: the driven mesh's coarse normal map of the mouth crop (3), and the idle-loop frame's albedo and normals
-    with the mouth region masked out (3 + 3) plus that mask (1); with `reference`, also a recorded mouth warped onto
-    the driven mesh inside the mask (3) and where it is valid (1). Outputs: albedo (3), normals (3), specular weight
+    with the mouth region masked out (3 + 3) plus that mask (1). Outputs: albedo (3), normals (3), specular weight
     (1), and a blend alpha (1) that says where the generated mouth replaces the idle frame, so the seam is learned.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (24, 48, 96), reference: bool = False):
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 96)):
         super().__init__()
-        self.reference = reference
-        # With a reference, a ninth output gates the albedo between the net's own and the reference's: copying
-        # a recorded mouth is then one channel's decision, not something the convolutions must relearn.
-        self.unet = UNet(14 if reference else 10, 9 if reference else 8, widths)
+        self.unet = UNet(10, 8, widths)
 
-    def forward(self, coarse_normals, idle_albedo, idle_normals, mouth_mask, *reference):
-        if len(reference) != (2 if self.reference else 0):
-            raise ValueError(f"this mouth net takes {'2' if self.reference else 'no'} reference inputs "
-                             f"(albedo, valid), got {len(reference)}")
-        out = self.unet(torch.cat([coarse_normals, idle_albedo, idle_normals, mouth_mask, *reference], dim=1))
+    def forward(self, coarse_normals, idle_albedo, idle_normals, mouth_mask):
+        out = self.unet(torch.cat([coarse_normals, idle_albedo, idle_normals, mouth_mask], dim=1))
         albedo = torch.sigmoid(out[:, 0:3])
-        if self.reference:
-            gate = torch.sigmoid(out[:, 8:9]) * reference[1]
-            albedo = gate * reference[0] + (1 - gate) * albedo
         normals = F.normalize(out[:, 3:6] + coarse_normals, dim=1)
         spec_weight = torch.sigmoid(out[:, 6:7])
         blend = torch.sigmoid(out[:, 7:8])
