@@ -172,3 +172,41 @@ def test_perceptual_term_compares_face_features_and_trains():
     assert float(terms["perceptual"].detach()) > 0
     terms["perceptual"].backward()
     assert sum(float(p.grad.abs().sum()) for p in net.parameters() if p.grad is not None) > 0
+
+
+def test_adversarial_terms_give_each_side_only_its_own_gradient(tmp_path):
+    from models.enroll.mouth import PatchDiscriminator, adversarial_terms
+
+    torch.manual_seed(0)
+    d = PatchDiscriminator(8)
+    generated = torch.rand(2, 3, 24, 24, requires_grad=True)
+    recorded = torch.rand(2, 3, 24, 24)
+    mask = torch.zeros(2, 1, 24, 24)
+    mask[:, :, 6:18, 6:18] = 1.0
+    g_term, d_loss = adversarial_terms(d, generated, recorded, mask)
+    # The generator's term moves only the generated image; the discriminator's loss only the discriminator.
+    g_grad = torch.autograd.grad(g_term, [generated, *d.parameters()], allow_unused=True)
+    assert g_grad[0].abs().sum() > 0 and all(g is None for g in g_grad[1:])
+    d_grad = torch.autograd.grad(d_loss, [generated, *d.parameters()], allow_unused=True)
+    assert d_grad[0] is None and any(g is not None and g.abs().sum() > 0 for g in d_grad[1:])
+    # Patches outside the mask do not count: changing the image there changes neither term.
+    far = generated.detach().clone()
+    far[:, :, :2, :2] += 0.5
+    g_far, _ = adversarial_terms(d, far, recorded, torch.zeros_like(mask))
+    assert float(g_far) == 0.0
+
+    # Trains and resumes with the discriminator in the checkpoint.
+    rng = np.random.default_rng(0)
+    meshes = np.stack([_mesh(dj) for dj in (0.0, 3.0, 1.0)])
+    layers = _layers(3, rng)
+    params = MouthParams(widths=(8, 16), steps=4, batch=2, checkpoint_every_s=1e9, w_perceptual=0.0,
+                         w_adversarial=0.1, adversarial_start_frac=0.5, discriminator_width=8)
+    samples = build_samples(layers, meshes, load_topology().triangles, S, params)
+    decomposition = DecompositionModelTorch(DecomposeParams(widths=(8, 16)))
+    result = train_mouth(WorkDir(tmp_path), samples, decomposition, params, progress=False, max_steps_this_run=2)
+    assert "adversarial" not in result.loss_history[-1]  # not before adversarial_start_frac
+    result = train_mouth(WorkDir(tmp_path), samples, decomposition, params, progress=False)
+    assert result.resumed_from_step == 2 and "discriminator" in result.loss_history[-1]
+    net, state = load_mouth(WorkDir(tmp_path))
+    assert state["params"]["w_adversarial"] == 0.1 and not any("discriminator" in k for k in state["net"])
+    assert "w_adversarial" not in MouthParams().to_json()

@@ -158,3 +158,15 @@ def test_opening_gain_scales_only_the_opening_component():
     pred = 0.25 * c + 0.01 * rng.normal(size=c.shape)
     assert 3.5 < opening_gain(pred, measured, axis) <= 4.0
     assert opening_gain(measured, measured, axis) == 1.0
+
+
+def test_detail_ratio_is_one_for_the_same_image_and_drops_when_blurred():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+    blurred = np.clip(gaussian_filter(img.astype(np.float64), (1.5, 1.5, 0)), 0, 255).astype(np.uint8)
+    detail_ratio = _script().detail_ratio
+    assert detail_ratio(img, img) == pytest.approx(1.0)
+    assert detail_ratio(blurred, img) < 0.5
+    assert detail_ratio(img, blurred) > 2.0

@@ -83,6 +83,14 @@ class MouthParams:
     # 27.84 / 27.75 / 27.66; at 0.5 the skin folds and lip edges around the mouth come back. ~14 % more per step.
     w_perceptual: float = 0.5
     perceptual_blocks: int = 3
+    # Adversarial: a small patch discriminator (PatchDiscriminator) learns to tell the relit box (learned lighting,
+    # sRGB) from the recorded one inside the mouth mask, and the net is pushed toward what it calls recorded (hinge
+    # loss). L1 and the perceptual term are satisfied by an average of the teeth the net cannot place; a
+    # discriminator is not. Starts after `adversarial_start_frac` of the steps (the mouth first learns its shape).
+    # 0 = off.
+    w_adversarial: float = 0.0
+    adversarial_start_frac: float = 0.25
+    discriminator_width: int = 32
     w_layers: float = 0.5
     w_blend_outside: float = 0.5
     w_blend_tv: float = 0.05
@@ -113,6 +121,8 @@ class MouthParams:
                 del d[key]
         if d["w_perceptual"] == 0:
             del d["w_perceptual"], d["perceptual_blocks"]
+        if d["w_adversarial"] == 0:
+            del d["w_adversarial"], d["adversarial_start_frac"], d["discriminator_width"]
         if not d["cover_mask"]:
             del d["cover_mask"], d["feather_px"]
         return d
@@ -259,7 +269,11 @@ def sample_mouth_batch(samples: MouthSamples, rng: np.random.Generator, params: 
 
 def mouth_losses(batch: MouthBatch, net: torch.nn.Module, decomposition: DecompositionModelTorch,
                  lightings: list[TorchLighting], params: MouthParams,
-                 perceptual_net: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+                 perceptual_net: torch.nn.Module | None = None,
+                 discriminator: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The mouth net's loss terms ("total" sums them). With a `discriminator`, also "adversarial" (the net's
+    term; gradients reach only the net) and "discriminator" (its own hinge loss; gradients reach only it), so one
+    backward of "total" trains both."""
     albedo, normals, spec, blend = net(batch.coarse_normals, batch.idle_albedo, batch.idle_normals, batch.mask)
     comp_a = blend * albedo + (1 - blend) * batch.under_albedo
     comp_n = torch.nn.functional.normalize(blend * normals + (1 - blend) * batch.under_normals, dim=1)
@@ -284,6 +298,8 @@ def mouth_losses(batch: MouthBatch, net: torch.nn.Module, decomposition: Decompo
                 target_features = perceptual_net.features(srgb_encode(target), params.perceptual_blocks)
             features = perceptual_net.features(srgb_encode(pred), params.perceptual_blocks)
             perceptual = sum((f - g).abs().mean() for f, g in zip(features, target_features)) / len(features)
+        if k == 0 and discriminator is not None:
+            adversarial = adversarial_terms(discriminator, srgb_encode(pred), srgb_encode(target), batch.mask)
     outside = 1.0 - batch.mask
     terms = {
         "relit": sum(relit),
@@ -294,8 +310,47 @@ def mouth_losses(batch: MouthBatch, net: torch.nn.Module, decomposition: Decompo
     }
     if params.w_perceptual > 0:
         terms["perceptual"] = params.w_perceptual * perceptual
+    if discriminator is not None:
+        terms["adversarial"] = params.w_adversarial * adversarial[0]
+        terms["discriminator"] = adversarial[1]
     terms["total"] = sum(terms.values())
     return terms
+
+
+class PatchDiscriminator(torch.nn.Module):
+    """Logits (B, 1, h, w), one per overlapping ~30 px patch of an sRGB (B, 3, M, M) box: recorded (> 0) or
+    generated (< 0). Spectral-normalised convolutions keep it from overpowering a small net on a short video."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        sn = torch.nn.utils.parametrizations.spectral_norm
+        w = int(width)
+        self.layers = torch.nn.Sequential(
+            sn(torch.nn.Conv2d(3, w, 4, 2, 1)), torch.nn.LeakyReLU(0.2),
+            sn(torch.nn.Conv2d(w, 2 * w, 4, 2, 1)), torch.nn.LeakyReLU(0.2),
+            sn(torch.nn.Conv2d(2 * w, 4 * w, 3, 1, 1)), torch.nn.LeakyReLU(0.2),
+            sn(torch.nn.Conv2d(4 * w, 1, 3, 1, 1)),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.layers(image * 2.0 - 1.0)
+
+
+def adversarial_terms(discriminator: torch.nn.Module, generated: torch.Tensor, recorded: torch.Tensor,
+                      mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the generator's hinge term, the discriminator's hinge loss), patches weighted by how much of them lies in
+    the mouth mask (outside it the box is the recorded context, the same in both). The generator's term runs the
+    discriminator with its parameters detached, and the discriminator's sees the generated box detached, so one
+    backward of their sum gives each side only its own gradient."""
+    frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+    fake_for_generator = torch.func.functional_call(discriminator, frozen, (generated,))
+    weight = torch.nn.functional.adaptive_avg_pool2d(mask, fake_for_generator.shape[-2:])
+    weight = weight / weight.sum().clamp_min(1e-6)
+    generator = -(weight * fake_for_generator).sum()
+    real = discriminator(recorded)
+    fake = discriminator(generated.detach())
+    own = (weight * (torch.relu(1.0 - real) + torch.relu(1.0 + fake))).sum()
+    return generator, own
 
 
 def gradient_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -374,7 +429,15 @@ def train_mouth(workdir: WorkDir, samples: MouthSamples, decomposition: Decompos
     params = params or MouthParams()
     torch.manual_seed(params.seed)
     net = make_mouth_net(params)
-    opt = torch.optim.Adam(net.parameters(), lr=params.lr)
+    trained: torch.nn.Module = net
+    discriminator = None
+    if params.w_adversarial > 0:
+        discriminator = PatchDiscriminator(params.discriminator_width)
+        trained = torch.nn.ModuleDict({"net": net, "discriminator": discriminator})  # both in every checkpoint
+        opt = torch.optim.Adam([{"params": net.parameters(), "lr": params.lr},
+                                {"params": discriminator.parameters(), "lr": params.lr, "betas": (0.5, 0.999)}])
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=params.lr)
     rng = np.random.default_rng(params.seed)
     for p in decomposition.parameters():
         p.requires_grad_(False)
@@ -395,9 +458,11 @@ def train_mouth(workdir: WorkDir, samples: MouthSamples, decomposition: Decompos
             params.final_lr_frac + (1 - params.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
         batch = sample_mouth_batch(samples, rng, params)
         lightings = [learned] + [random_lighting(rng) for _ in range(params.random_lightings)]
-        return mouth_losses(batch, net, decomposition, lightings, params, perceptual_net)
+        adversarial_on = discriminator is not None and step >= params.adversarial_start_frac * params.steps
+        return mouth_losses(batch, net, decomposition, lightings, params, perceptual_net,
+                            discriminator if adversarial_on else None)
 
-    run = run_resumable(workdir, STAGE, params_json, net, opt, rng, params.steps, step_fn, description="mouth",
+    run = run_resumable(workdir, STAGE, params_json, trained, opt, rng, params.steps, step_fn, description="mouth",
                         checkpoint_every_s=params.checkpoint_every_s, resume=resume, progress=progress,
                         max_steps_this_run=max_steps_this_run, show="relit")
     result = MouthResult(net, params, samples.mouth_px, run.steps_done, run.elapsed_s, run.history,
