@@ -405,6 +405,7 @@ def contact_sheet(renderer, workdir: Path, speech: Path, path: Path, n_open: int
     from models.enroll.prepare import load_prepared
     from models.lighting.sources import preset
     from models.media import read_audio
+    from models.render import composite
 
     r = renderer
     audio = read_audio(speech)
@@ -444,7 +445,7 @@ def contact_sheet(renderer, workdir: Path, speech: Path, path: Path, n_open: int
         cells = []
         for c, f in enumerate(picks):
             out = r.render(windows[f], lighting, int(f))
-            rgb = out.rgb_linear + (1 - out.matte[..., None]) * bg
+            rgb = composite(out.rgb_linear, out.matte, bg)  # straight alpha, as the live compositor does
             cells.append(to8(rgb))
             sheet.paste(Image.fromarray(cells[-1]), (110 + c * s, 16 + row * s))
         identity[name] = [round(float(d), 3) for d in embedding_distances(

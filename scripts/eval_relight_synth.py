@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.colour import linear_to_srgb, srgb_to_linear  # noqa: E402
 from models.enroll.decompose import (  # noqa: E402
     DecomposeParams, decompose_prepared, load_model, load_pool, pool_indices, train_decomposition)
+from models.enroll.matte_edges import decontaminate_edges  # noqa: E402
 from models.enroll.mouth import (  # noqa: E402
     MouthParams, TorchLighting, build_samples, load_mouth, mouth_box, paste_mouth, relight, train_mouth)
 from models.enroll.overrides import parse_overrides  # noqa: E402
@@ -72,6 +73,8 @@ from models.synth.gt_store import decode_map, frame_codes  # noqa: E402
 
 CLIPPED_LINEAR = 0.98  # ground-truth pixels at or above this (any channel) are left out of the gain fit
 NORMAL_ERROR_BINS_DEG = ((0.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 180.0))
+EDGE_BACKGROUND_LINEAR = 0.2  # the new background the soft-edge score composites over (flat mid grey)
+EDGE_BAND_GROW_PX = 2
 
 
 def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     gt_maps = {name: _frames_of(args.synth / "gt" / f"{name}.mkv", wanted,
                                 lambda f, name=name: decode_map(name, frame_codes(f)))
                for name in ("normals", "albedo", "masks")}
-    gt_normals, gt_albedo, gt_spec = [], [], []
+    gt_normals, gt_albedo, gt_spec, gt_matte = [], [], [], []
     for p, i in zip(eval_pos, src):
         nrm = _crop(gt_maps["normals"][int(i)], prepared.image_to_crop[p], s)
         a = crop_rect(prepared.image_to_crop[p], s).angle_rad
@@ -237,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         nrm[..., :2] = nrm[..., :2] @ rot.T
         gt_normals.append(nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-6))
         gt_albedo.append(_crop(gt_maps["albedo"][int(i)], prepared.image_to_crop[p], s))
-        gt_spec.append(_crop(gt_maps["masks"][int(i)], prepared.image_to_crop[p], s)[..., 2])
+        masks = _crop(gt_maps["masks"][int(i)], prepared.image_to_crop[p], s)
+        gt_spec.append(masks[..., 2])
+        gt_matte.append(np.clip(masks[..., 0], 0.0, 1.0))
     del gt_maps
+    gt_matte = np.stack(gt_matte)
     gt_normals, gt_albedo, gt_spec = np.stack(gt_normals), np.stack(gt_albedo), np.stack(gt_spec)
 
     # ------------------------------------------------------------------------------------------------- relight
@@ -248,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         "folded": (folded.albedo, folded.normals, folded.spec_weight, sc),
         "net": (net_albedo, folded.normals, folded.spec_weight, sc),
         "folded_no_shading_net": (folded.albedo, folded.normals, folded.spec_weight, None),
+        # What the bundle stores: the soft edge's colour continued from the solid person (models/enroll/matte_edges).
+        "folded_edges_decontaminated": (decontaminate_edges(folded.albedo, folded.matte), folded.normals,
+                                        folded.spec_weight, sc),
     }
     if not args.no_mouth:
         variants["folded+mouth"] = (with_mouth.albedo, with_mouth.normals, with_mouth.spec_weight, sc)
@@ -271,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     # diffuse SH with the clip's specular key and weight; they say which part of the estimate costs what.
     references = {
         "reference_gt_layers": (gt_albedo, gt_normals, gt_spec, None, DEFAULT_SHININESS),
+        # The true layers with the soft edge's albedo continued from the solid person: the synth cut its albedo from
+        # a photo, so its own soft edge carries that photo's background; this is the truth a clean edge would give.
+        "reference_gt_layers_clean_edges": (decontaminate_edges(gt_albedo, gt_matte), gt_normals, gt_spec, None,
+                                            DEFAULT_SHININESS),
         "reference_true_light_coarse_normals": (true_light_albedo, coarse_unit, gt_spec, None, DEFAULT_SHININESS),
         "reference_true_light_learned_specular": (folded_from_frame(clip, ours_spec), coarse_unit, ours_spec, None,
                                                   DEFAULT_SHININESS),
@@ -344,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                 for (lo, hi), e, c in zip(NORMAL_ERROR_BINS_DEG, bin_se, bin_n)},
         }
     report["identity"] = report_identity
+    report["soft_edges"] = soft_edge_scores(preds, report, names, folded.matte, gt_matte,
+                                            ("folded", "folded_edges_decontaminated"))
     report["coarse_normal_error_bins_face_share"] = {
         f"{lo:g}-{hi:g} deg": float(((coarse_error_deg >= lo) & (coarse_error_deg < hi))[face].mean())
         for lo, hi in NORMAL_ERROR_BINS_DEG}
@@ -380,6 +395,44 @@ def main(argv: list[str] | None = None) -> int:
     print("per_lighting (folded)", {k: (round(r["psnr_db"], 2), round(r["ssim"], 3))
                                     for k, r in report["variants"]["folded"]["per_lighting"].items()})
     return 0
+
+
+def soft_edge_scores(preds: dict, report: dict, names: list[str], matte: np.ndarray, gt_matte: np.ndarray,
+                     variants: tuple[str, ...], background: float = EDGE_BACKGROUND_LINEAR) -> dict:
+    """PSNR (8-bit sRGB) in the band around the person's outline (either matte fractional, grown by EDGE_BAND_GROW_PX)
+    of each variant composited with the avatar's matte over a new, flat background, against the true layers
+    composited with the true matte over the same background, under every held-out lighting (the variant's gain
+    applied). What a user sees at the hair and ears over a virtual background."""
+    from scipy.ndimage import binary_dilation
+
+    soft = lambda a: (a > 0.02) & (a < 0.98)  # noqa: E731
+    band = np.stack([binary_dilation(soft(a) | soft(g), iterations=EDGE_BAND_GROW_PX)
+                     for a, g in zip(matte, gt_matte)])
+    truths = {kind: {name: _to8(gt_matte[..., None] * preds[ref][name] + (1 - gt_matte[..., None]) * background)
+                     for name in names}
+              for kind, ref in (("truth", "reference_gt_layers"), ("truth_clean_edges", "reference_gt_layers_clean_edges"))}
+    # Split by what the truth has there: the person, the background, or a soft mix.
+    parts = {"all": band, "true_person": band & (gt_matte >= 0.98), "true_background": band & (gt_matte <= 0.02),
+             "true_soft": band & soft(gt_matte)}
+    out = {"band_px_per_frame": float(band.sum() / len(band)), "background_linear": background,
+           "share": {key: float(part.sum() / max(band.sum(), 1)) for key, part in parts.items()}}
+    for kind, truth in truths.items():
+        out[kind] = {}
+        for v in variants:
+            gain = np.asarray(report["variants"][v]["gain_rgb"])
+            se = {key: 0.0 for key in parts}
+            for name in names:
+                for k in range(len(matte)):
+                    pred = _to8(matte[k, ..., None] * preds[v][name][k] * gain
+                                + (1 - matte[k, ..., None]) * background)
+                    err = ((pred.astype(np.float64) - truth[name][k]) ** 2).mean(-1)
+                    for key, part in parts.items():
+                        se[key] += err[part[k]].sum()
+            n = len(names)
+            # PSNR of the MSE pooled over frames and lightings, per part of the band.
+            out[kind][v] = {key: float(10 * np.log10(255.0**2 / max(se[key] / max(n * parts[key].sum(), 1), 1e-10)))
+                            for key in parts}
+    return out
 
 
 def _sheet(path: Path, names: list[str], gt: dict, preds: dict, report: dict, frames: int = 3) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from models.bundle import NetSpec, write_bundle
 from models.colour import linear_to_srgb
 from models.enroll.decompose import DecompositionModelTorch, LayerStack, decompose_prepared, load_model
 from models.enroll.expression import ExpressionSpace, IdleLoop, select_idle_loop
+from models.enroll.matte_edges import decontaminate_edges
 from models.enroll.mouth import MouthNet, load_mouth, mouth_box
 from models.enroll.nets import ShadingCorrection
 from models.enroll.workdir import WorkDir
@@ -62,11 +64,20 @@ class ExportReport:
 # ------------------------------------------------------------------------------------------------------- encoding
 
 
+def _to8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def encode_albedo(albedo: np.ndarray) -> np.ndarray:
+    """Linear albedo -> the bundle's sRGB-coded uint8."""
+    return _to8(linear_to_srgb(albedo) * 255.0)
+
+
 def encode_layers(layers: LayerStack) -> dict[str, np.ndarray]:
     """Idle layers -> the bundle's uint8 arrays (docs/bundle.md)."""
-    to8 = lambda x: np.clip(np.rint(x), 0, 255).astype(np.uint8)  # noqa: E731
+    to8 = _to8
     return {
-        "idle_albedo": to8(linear_to_srgb(layers.albedo) * 255.0),
+        "idle_albedo": encode_albedo(layers.albedo),
         "idle_normals": to8(layers.normals * 127.5 + 127.5),
         "idle_spec_weight": to8(layers.spec_weight * 255.0),
         "idle_matte": to8(layers.matte * 255.0),
@@ -251,6 +262,8 @@ def export_bundle(
         frames, loop_mode = choose_idle_frames(prepared, idle_loop, max_frames, idle_loop_s)
 
         layers = decompose_prepared(decomposition, prepared, frames, fold_residual=True)
+        # Composited over new backgrounds live: the soft edge carries the person's colour, not the recorded wall's.
+        layers = dataclasses.replace(layers, albedo=decontaminate_edges(layers.albedo, layers.matte))
         arrays = {**encode_layers(layers), **fixed}
         arrays["idle_landmarks"] = prepared.landmarks_px[frames].astype(np.float32)
         arrays["idle_pose"] = pose_matrices(prepared, frames)
@@ -267,7 +280,8 @@ def export_bundle(
             "mel_lookahead_frames": int(a2e.mel_lookahead_frames),
             "mouth_mask_grow_px": float(mouth_state["params"]["mask_grow_frac"] * s),
             "learned_specular_lights": {"dirs": spec_dirs.tolist(), "colours": spec_rgb.tolist()},
-            "idle_albedo": "decomposition albedo with the frame's reconstruction residual folded in",
+            "idle_albedo": "decomposition albedo with the frame's reconstruction residual folded in; where the matte "
+                           "is soft, the solid person's albedo continued outward (models/enroll/matte_edges.py)",
             "idle_frames": [int(frames[0]), int(frames[-1]) + 1],
             "training": {
                 "video": prepared.report.video,
