@@ -66,6 +66,7 @@ SHEET_LIGHTS = ("soft_front", "studio_key", "left_side", "right_side", "warm_sun
 VARIANTS = ("copy_real_crop", "decomposition_folded", "decomposition_net_albedo", "avatar_own_lips", "avatar_audio",
             "avatar_audio_opening_gain")
 RELITCAM = [sys.executable, "-m", "stream.cli"]
+FRAME_SCORES = ("psnr", "ssim", "crop_psnr", "mouth_psnr", "mouth_ssim", "mouth_detail")  # frame_scores' keys
 
 
 def to8(linear: np.ndarray) -> np.ndarray:
@@ -259,8 +260,7 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
 
     m = mouth_state["mouth_px"]
     grow = mparams.mask_grow_frac * s
-    per_variant = {v: {k: [] for k in ("psnr", "ssim", "crop_psnr", "mouth_psnr", "mouth_ssim",
-                                              "mouth_detail")} for v in VARIANTS}
+    per_variant = {v: {k: [] for k in FRAME_SCORES} for v in VARIANTS}
     per_frame = []
     example_at = set(eval_pos[np.linspace(0, len(eval_pos) - 1, min(examples, len(eval_pos))).round().astype(int)])
     example_images = []

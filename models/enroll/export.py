@@ -12,10 +12,10 @@ fixed arrays (about 2 s at 256 px / 25 fps for 30 MB; played ping-pong, a 4 s cy
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +75,11 @@ def encode_albedo(albedo: np.ndarray) -> np.ndarray:
 
 def encode_layers(layers: LayerStack) -> dict[str, np.ndarray]:
     """Idle layers -> the bundle's uint8 arrays (docs/bundle.md)."""
-    to8 = _to8
     return {
         "idle_albedo": encode_albedo(layers.albedo),
-        "idle_normals": to8(layers.normals * 127.5 + 127.5),
-        "idle_spec_weight": to8(layers.spec_weight * 255.0),
-        "idle_matte": to8(layers.matte * 255.0),
+        "idle_normals": _to8(layers.normals * 127.5 + 127.5),
+        "idle_spec_weight": _to8(layers.spec_weight * 255.0),
+        "idle_matte": _to8(layers.matte * 255.0),
     }
 
 
