@@ -27,6 +27,10 @@
    presets blow out highlights); it is reported.
 4. normals: mean angular error (degrees) in the face oval of the refined normals and of the coarse mesh normals
    against the ground-truth normals.
+5. `soft_edges`: the band around the person's outline composited over a flat new background, `folded` and
+   `folded_edges_decontaminated` (what the bundle stores, models/enroll/matte_edges.py) against the true layers and
+   against the true layers with their own soft edge continued the same way (`reference_gt_layers_clean_edges`),
+   split by what the truth has there (person, background, soft).
 
 `--param NAME=VALUE` overrides a DecomposeParams field (the decomposition retrains when its params differ; the
 prepared frames in --workdir are reused); `--no-mouth` skips the mouth net for quick decomposition experiments. The
