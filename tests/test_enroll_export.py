@@ -77,13 +77,13 @@ def test_bundle_round_trip_and_onnx_runtime(enrolled):
     # The stored albedo is the frame's folded albedo with the soft edge decontaminated (and only there).
     from models.enroll.decompose import decompose_prepared, load_model
     from models.enroll.export import encode_albedo
-    from models.enroll.matte_edges import decontaminate_edges
+    from models.enroll.matte_edges import SOLID_MATTE, decontaminate_edges
 
     first = info["idle_frames"][0]
     layers = decompose_prepared(load_model(wd)[0], prepared, [first], fold_residual=True)
     want = encode_albedo(decontaminate_edges(layers.albedo, layers.matte))[0]
     assert np.abs(a["idle_albedo"][0].astype(int) - want).max() <= 1
-    soft = (layers.matte[0] > 0) & (layers.matte[0] < 0.95)
+    soft = (layers.matte[0] > 0) & (layers.matte[0] < SOLID_MATTE)
     assert soft.any() and (encode_albedo(layers.albedo)[0][soft] != want[soft]).any()
 
     run = lambda net, feeds: ort.InferenceSession(str(bundle.net_path(net)), providers=["CPUExecutionProvider"]).run(

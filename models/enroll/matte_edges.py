@@ -42,8 +42,7 @@ def decontaminate_edges(albedo: np.ndarray, matte: np.ndarray, solid: float = SO
         weight = gaussian_filter(is_solid, sigma, mode="constant")
         reach = todo & (weight > MIN_SOLID_WEIGHT)
         if reach.any():
-            colour = np.stack([gaussian_filter(albedo[..., c] * is_solid, sigma, mode="constant")
-                               for c in range(3)], -1)
+            colour = gaussian_filter(albedo * is_solid[..., None], (sigma, sigma, 0), mode="constant")
             out[reach] = colour[reach] / weight[reach][:, None]
             todo &= ~reach
     return out
