@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+import sysconfig
 import tracemalloc
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from stream.types import AudioChunk, Frame  # noqa: E402
 
 SPEECH_SAMPLE = ROOT / "models" / "assets" / "speech_sample.wav"
 MB = 1024 * 1024
+TRACE_FRAMES = 16  # deep enough to reach our code from inside numpy, torch or PyAV
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -92,6 +94,7 @@ class MemoryProbe:
         self.samples: list[tuple[float, float, int, int | None]] = []
         self.start: tuple[float, float, int, int | None] | None = None
         self.last: tuple[float, float, int, int | None] | None = None
+        self.start_snapshot: tracemalloc.Snapshot | None = None
 
     def _reading(self, frame: Frame) -> tuple[float, float, int, int | None]:
         traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
@@ -105,6 +108,8 @@ class MemoryProbe:
         if self.start is None and frame.frame_pts_s >= self.warmup_s:
             self.start = reading
             self.samples.append(reading)
+            if tracemalloc.is_tracing():
+                self.start_snapshot = tracemalloc.take_snapshot()
         elif not self.samples or reading[0] - self.samples[-1][0] >= self.sample_s:
             self.samples.append(reading)
 
@@ -130,6 +135,31 @@ async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Si
     t0 = time.monotonic()
     stats = await pipeline.run()
     return probe, stats.report(), mp4, time.monotonic() - t0
+
+
+def _own_frame(traceback: tracemalloc.Traceback) -> tracemalloc.Frame:
+    """The innermost frame outside the interpreter's and the installed packages' files: the line in our code that
+    asked for the memory (np.ones allocates inside numpy; the leak is whoever keeps the result)."""
+    library = (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
+    for frame in reversed(traceback):  # most recent call first
+        if not frame.filename.startswith(library):
+            return frame
+    return traceback[-1]
+
+
+def traced_growth(start: tracemalloc.Snapshot, end: tracemalloc.Snapshot, top: int = 15) -> list[dict]:
+    """The call sites whose live Python allocations grew most between two snapshots: where a leak in Python (or in
+    numpy arrays, which tracemalloc also sees) would show; growth in RSS that is not here is native."""
+    grown: dict[tuple[str, str], list[int]] = {}
+    for st in end.compare_to(start, "traceback"):
+        own, inner = _own_frame(st.traceback), st.traceback[-1]
+        acc = grown.setdefault((f"{own.filename}:{own.lineno}", f"{inner.filename}:{inner.lineno}"), [0, 0, 0])
+        acc[0] += st.size_diff
+        acc[1] += st.count_diff
+        acc[2] += st.size
+    ranked = sorted(((k, v) for k, v in grown.items() if v[0] > 0), key=lambda kv: kv[1][0], reverse=True)[:top]
+    return [{"where": where, "allocated_in": inner, "grew_kb": v[0] / 1024.0, "count_diff": v[1],
+             "now_kb": v[2] / 1024.0} for (where, inner), v in ranked]
 
 
 def plot(report: dict, path: Path) -> None:
@@ -186,12 +216,13 @@ def main(argv=None) -> int:
         raise SystemExit(f"--warmup-s {args.warmup_s} must be shorter than the run ({60.0 * args.minutes} s)")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tracemalloc:
-        tracemalloc.start()
+        tracemalloc.start(TRACE_FRAMES)
     load0 = os.getloadavg()
     renderer = load_avatar(args.avatar, args.backend)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         mp4_path = (args.out if args.keep_mp4 else Path(tmp)) / "soak.mp4"
         probe, stats, mp4, wall_s = asyncio.run(soak(renderer, args, mp4_path))
+        end_snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
         mp4_mb = mp4_path.stat().st_size / MB
     if probe.start is None or probe.last is None:
         raise SystemExit("no frame came out after the warm-up: nothing to compare")
@@ -221,6 +252,8 @@ def main(argv=None) -> int:
         "tracemalloc": args.tracemalloc,
         "start_traced_mb": None if probe.start[3] is None else probe.start[3] / MB,
         "end_traced_mb": None if probe.last[3] is None else probe.last[3] / MB,
+        "traced_growth_top": (traced_growth(probe.start_snapshot, end_snapshot)
+                              if probe.start_snapshot is not None and end_snapshot is not None else None),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
                     "python": platform.python_version(), "load_average_1m_before": load0[0],
                     "load_average_1m_after": os.getloadavg()[0]},

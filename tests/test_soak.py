@@ -51,9 +51,15 @@ def test_a_renderer_that_hoards_memory_fails_the_soak(tmp_path):
     # raise the resident size at all.
     tests = Path(__file__).resolve().parent
     done = subprocess.run([sys.executable, str(tests.parent / "scripts" / "soak.py"), "--avatar",
-                           "test_soak:HoardingHead", "--out", str(tmp_path), *ARGS],
+                           "test_soak:HoardingHead", "--out", str(tmp_path), "--tracemalloc", *ARGS],
                           env={**os.environ, "PYTHONPATH": str(tests)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     r = json.loads((tmp_path / "SOAK.json").read_text())
     assert not r["passed"]
     assert r["end_rss_mb"] - r["start_rss_mb"] > 100  # 60 frames x 2 MB after the start reading
+    # tracemalloc names the line that hoards, first, with its 60 arrays.
+    top = r["traced_growth_top"][0]
+    hoard_line = next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1)
+                      if "self.hoard.append" in line)
+    assert top["where"].endswith(f"test_soak.py:{hoard_line}"), r["traced_growth_top"][:3]
+    assert top["count_diff"] >= 59 and top["grew_kb"] > 100 * 1024
