@@ -129,7 +129,8 @@ async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Si
         LightingState(preset(args.light), now_s=clock.now_s()),
         BackgroundSet(None, args.canvas),
         [mp4, probe],
-        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=False, avatar_height_frac=args.avatar_height),
+        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=False, avatar_height_frac=args.avatar_height,
+                       heap_trim_s=args.heap_trim_s),
         clock,
     )
     t0 = time.monotonic()
@@ -199,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-s", type=float, default=2.0, help="wall seconds between kept samples")
     p.add_argument("--tolerance", type=float, default=0.05, help="allowed growth end/start - 1 (default 0.05)")
     p.add_argument("--tracemalloc", action="store_true", help="also trace Python allocations (slower)")
+    p.add_argument("--heap-trim-s", type=float, default=PipelineConfig.heap_trim_s,
+                   help="the pipeline's malloc_trim interval (stream/heap.py; 0: never)")
     p.add_argument("--fps", type=float, choices=(25.0, 30.0), default=30.0)
     p.add_argument("--canvas", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1280, 720))
     p.add_argument("--avatar-height", type=float, default=1.0, help="as relitcam run: fraction of the canvas height")
@@ -250,6 +253,7 @@ def main(argv=None) -> int:
         "tolerance": args.tolerance,
         "passed": end <= start * (1.0 + args.tolerance),
         "tracemalloc": args.tracemalloc,
+        "heap_trim_s": args.heap_trim_s,
         "start_traced_mb": None if probe.start[3] is None else probe.start[3] / MB,
         "end_traced_mb": None if probe.last[3] is None else probe.last[3] / MB,
         "traced_growth_top": (traced_growth(probe.start_snapshot, end_snapshot)

@@ -31,6 +31,7 @@ from stream.backgrounds import BackgroundSet
 from stream.clock import Clock, MonotonicClock
 from stream.compose import Compositor
 from stream.features import MelFeatures
+from stream.heap import HeapTrimmer
 from stream.lighting_state import LightingState
 from stream.queues import DropQueue, QueueClosed
 from stream.sink import Sink, SinkRunner
@@ -58,6 +59,7 @@ class PipelineConfig:
     latency_budget_ms: float = 100.0  # longest a frame may wait, after its audio is complete, to start rendering
     queue_frames: int = 2  # depth of the render queue and of each sink's queue
     avatar_height_frac: float = 1.0  # the avatar's height on the canvas, as a fraction of it (checked by fit_avatar)
+    heap_trim_s: float = 5.0  # hand freed heap memory back to the OS this often (stream/heap.py); 0: never
 
     def __post_init__(self) -> None:
         if self.fps not in (25.0, 30.0):
@@ -66,6 +68,8 @@ class PipelineConfig:
             raise ValueError(f"latency_budget_ms must be positive, got {self.latency_budget_ms}")
         if self.queue_frames < 1:
             raise ValueError(f"queue_frames must be >= 1, got {self.queue_frames}")
+        if self.heap_trim_s < 0:
+            raise ValueError(f"heap_trim_s must be >= 0 (0: never), got {self.heap_trim_s}")
 
 
 class LatencyEstimate:
@@ -115,6 +119,7 @@ class Pipeline:
         # One render thread (renders are sequential by contract) and one compose thread: two stages in flight.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         self._compose_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose")
+        self._heap = HeapTrimmer(config.heap_trim_s)
         self._stop = asyncio.Event()
 
     def add_sink(self, sink: Sink) -> SinkRunner:
@@ -239,7 +244,11 @@ class Pipeline:
         return rendered, self.clock.now_s() - t0
 
     def _compose(self, rendered, background):
-        # Runs on the compose thread.
+        # Runs on the compose thread, which has time to spare (its frame time is half the renderer's): the heap
+        # trim goes here, after the frame is timed, rather than on the event loop.
         t0 = self.clock.now_s()
         canvas = self.compositor.process(rendered, background)
-        return canvas, self.clock.now_s() - t0
+        t1 = self.clock.now_s()
+        if self._heap.maybe_trim(t1):
+            self.stats.timer("heap_trim").add_s(self.clock.now_s() - t1)
+        return canvas, t1 - t0
