@@ -3,10 +3,13 @@
 
     .venv/bin/python scripts/soak.py                          # default avatar, 10 min of media, offline
     .venv/bin/python scripts/soak.py --minutes 1 --out out/soak_short
+    .venv/bin/python scripts/soak.py --sink webrtc --out out/soak_webrtc    # real time, to a WebRTC viewer
 
 Runs the live pipeline (stream/pipeline.py) on a file source looped to --minutes of media, offline (every frame, as
 fast as the machine allows), into sinks that do real work: the MP4 sink writing H.264 + AAC to a temporary file, and a
-memory probe. The probe reads the process's resident set size (RSS) on every frame and keeps a sample every
+memory probe. With --sink webrtc it runs in real time instead, serving the web page's WebRTC endpoint to one viewer
+(aiortc in a separate process, so its decoders do not count) and dropping frames that come late, as a call does. The
+probe reads the process's resident set size (RSS) on every frame and keeps a sample every
 --sample-s seconds (plus Python's tracemalloc total with --tracemalloc, which slows Python allocations down).
 
 Start = the RSS when the first frame past --warmup-s of media leaves the pipeline (buffers, encoder and caches have
@@ -118,24 +121,88 @@ class MemoryProbe:
             self.samples.append(self.last)
 
 
-async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Sink, float]:
+# The viewer of --sink webrtc, in its own process so that its decoders do not count in the soak's RSS: offers to
+# receive video and audio, reads both tracks until the server ends the session, prints what it got as JSON.
+WEBRTC_VIEWER = """
+import asyncio, json, sys
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+async def main(url):
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    counts = {"video_frames": 0, "audio_frames": 0}
+    readers = []
+    @pc.on("track")
+    def on_track(track):
+        async def read():
+            try:
+                while True:
+                    await track.recv()
+                    counts[track.kind + "_frames"] += 1
+            except MediaStreamError:
+                pass
+        readers.append(asyncio.ensure_future(read()))
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"type": "offer", "sdp": pc.localDescription.sdp}) as r:
+            answer = await r.json()
+    if "sdp" not in answer:
+        sys.exit("offer refused: " + json.dumps(answer))
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    while not readers:
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*readers)
+    await pc.close()
+    print(json.dumps(counts))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Sink | None, float, dict | None]:
+    """Offline into the MP4 sink (--sink mp4), or in real time to one WebRTC viewer (--sink webrtc)."""
     clock = MonotonicClock()
-    source = MediaLimit(FileSource.from_path(args.audio, realtime=False, loop=True), 60.0 * args.minutes)
+    realtime = args.sink == "webrtc"
+    source = MediaLimit(FileSource.from_path(args.audio, realtime=realtime, loop=True), 60.0 * args.minutes)
     probe = MemoryProbe(clock, args.warmup_s, args.sample_s)
-    mp4 = Mp4Sink(mp4_path, args.fps, args.canvas)
+    lighting = LightingState(preset(args.light), now_s=clock.now_s())
+    backgrounds = BackgroundSet(None, args.canvas)
+    mp4 = Mp4Sink(mp4_path, args.fps, args.canvas) if args.sink == "mp4" else None
     pipeline = Pipeline(
         source,
         renderer,
-        LightingState(preset(args.light), now_s=clock.now_s()),
-        BackgroundSet(None, args.canvas),
-        [mp4, probe],
-        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=False, avatar_height_frac=args.avatar_height,
-                       heap_trim_s=args.heap_trim_s),
+        lighting,
+        backgrounds,
+        [probe] if mp4 is None else [mp4, probe],
+        PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
+                       avatar_height_frac=args.avatar_height, heap_trim_s=args.heap_trim_s),
         clock,
     )
     t0 = time.monotonic()
-    stats = await pipeline.run()
-    return probe, stats.report(), mp4, time.monotonic() - t0
+    if mp4 is not None:
+        stats = await pipeline.run()
+        return probe, stats.report(), mp4, time.monotonic() - t0, None
+
+    from stream.controls import Controls
+    from stream.webrtc import WebRtcServer
+
+    server = WebRtcServer(pipeline, Controls(lighting, backgrounds, clock, hdr_maps=[]), port=0)
+    await server.start()
+    run = asyncio.create_task(pipeline.run())
+    viewer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WEBRTC_VIEWER, f"http://127.0.0.1:{server.port}/offer",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        stats = await run
+    finally:
+        await server.close()  # ends the session: the viewer's tracks end and it reports
+    out, err = await asyncio.wait_for(viewer.communicate(), timeout=60)
+    if viewer.returncode != 0:
+        raise SystemExit(f"the WebRTC viewer failed: {err.decode().strip()[-2000:]}")
+    return probe, stats.report(), None, time.monotonic() - t0, json.loads(out.decode().strip().splitlines()[-1])
 
 
 def _own_frame(traceback: tracemalloc.Traceback) -> tracemalloc.Frame:
@@ -206,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--canvas", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1280, 720))
     p.add_argument("--avatar-height", type=float, default=1.0, help="as relitcam run: fraction of the canvas height")
     p.add_argument("--light", default="studio_key")
+    p.add_argument("--sink", choices=("mp4", "webrtc"), default="mp4",
+                   help="mp4: offline, every frame, into the MP4 sink; webrtc: in real time to one WebRTC viewer (a "
+                        "separate aiortc process) through the web server, frames dropped when late")
     p.add_argument("--keep-mp4", action="store_true", help="keep the MP4 in --out instead of a temporary folder")
     p.add_argument("--out", type=Path, default=Path("out/soak"))
     return p
@@ -224,9 +294,9 @@ def main(argv=None) -> int:
     renderer = load_avatar(args.avatar, args.backend)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         mp4_path = (args.out if args.keep_mp4 else Path(tmp)) / "soak.mp4"
-        probe, stats, mp4, wall_s = asyncio.run(soak(renderer, args, mp4_path))
+        probe, stats, mp4, wall_s, viewer = asyncio.run(soak(renderer, args, mp4_path))
         end_snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
-        mp4_mb = mp4_path.stat().st_size / MB
+        mp4_mb = mp4_path.stat().st_size / MB if mp4 is not None else None
     if probe.start is None or probe.last is None:
         raise SystemExit("no frame came out after the warm-up: nothing to compare")
     start, end = probe.start[2], probe.last[2]
@@ -238,8 +308,10 @@ def main(argv=None) -> int:
         "media_s": media_s,
         "frames": probe.frames,
         "frames_expected": int(round(60.0 * args.minutes * args.fps)),
-        "mp4_frames_written": mp4.frames_written,
+        "sink": args.sink,
+        "mp4_frames_written": mp4.frames_written if mp4 is not None else None,
         "mp4_mb": mp4_mb,
+        "webrtc_viewer_received": viewer,
         "wall_s": wall_s,
         "speed_x_realtime": media_s / wall_s,
         "fps": probe.frames / wall_s,

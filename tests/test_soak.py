@@ -63,3 +63,16 @@ def test_a_renderer_that_hoards_memory_fails_the_soak(tmp_path):
                       if "self.hoard.append" in line)
     assert top["where"].endswith(f"test_soak.py:{hoard_line}"), r["traced_growth_top"][:3]
     assert top["count_diff"] >= 59 and top["grew_kb"] > 100 * 1024
+
+
+def test_webrtc_soak_streams_to_a_viewer_in_another_process(tmp_path):
+    # 4 s of media in real time to one aiortc viewer; what it received comes back in the report.
+    args = ["--minutes", str(4 / 60), "--warmup-s", "1", "--sample-s", "0.2", "--canvas", "320x240"]
+    assert soak.main(["--avatar", "test_stream_doubles:SphereHeadRenderer", "--sink", "webrtc", "--out",
+                      str(tmp_path), *args]) == 0
+    r = json.loads((tmp_path / "SOAK.json").read_text())
+    assert r["sink"] == "webrtc" and r["mp4_mb"] is None and r["mp4_frames_written"] is None
+    assert 0.8 < r["speed_x_realtime"] < 1.1
+    received = r["webrtc_viewer_received"]
+    assert received["video_frames"] >= 0.7 * r["frames"] and received["audio_frames"] >= 0.7 * 4 / 0.02
+    assert any(name.startswith("sink:webrtc") for name in r["pipeline"]["dropped"])
