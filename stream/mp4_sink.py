@@ -37,7 +37,13 @@ class Mp4Sink:
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise ValueError(f"MP4 sink path must end in .mp4, got '{self.path}'")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # FFmpeg opens the file only at the first encoded packet, on the sink's thread: fail here instead,
+            # before the call starts, naming the path.
+            self.path.open("wb").close()
+        except OSError as e:
+            raise ValueError(f"cannot write the MP4 '{self.path}': {e.strerror or e}") from None
         self.size_px = tuple(size_px)
         self.audio_rate_hz = audio_rate_hz
         # flush_packets: each fragment reaches the file when it is cut, not when a 32 kB write buffer fills.

@@ -68,6 +68,12 @@ def test_dropped_frames_are_filled_so_the_file_stays_constant_rate(tmp_path):
 def test_mp4_sink_refuses_bad_paths_and_empty_output(tmp_path):
     with pytest.raises(ValueError, match=".mp4"):
         Mp4Sink(tmp_path / "x.avi", 30.0, (64, 48))
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="cannot write the MP4 '.*a_file/x.mp4'"):
+        Mp4Sink(tmp_path / "a_file" / "x.mp4", 30.0, (64, 48))  # its folder is a file
+    if Path("/proc/self").is_dir():
+        with pytest.raises(ValueError, match="cannot write the MP4 '/proc/x.mp4'"):
+            Mp4Sink("/proc/x.mp4", 30.0, (64, 48))  # /proc takes no new files, even from root
     sink = Mp4Sink(tmp_path / "empty.mp4", 30.0, (64, 48))
     with pytest.raises(ValueError, match="no frames"):
         sink.close()
