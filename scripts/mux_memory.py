@@ -68,6 +68,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("out/mux_memory.json"))
     p.add_argument("--one", choices=("plain", "fragmented"), help=argparse.SUPPRESS)  # the child process
     args = p.parse_args(argv)
+    if args.minutes < 2 * SAMPLE_EVERY_MIN:
+        raise SystemExit(f"--minutes must be >= {2 * SAMPLE_EVERY_MIN}: the growth is read from {SAMPLE_EVERY_MIN} "
+                         "minutes on, over at least one more sample")
     if args.one:
         print(json.dumps(mux(args.one == "fragmented", args.minutes)))
         return 0
