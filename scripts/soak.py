@@ -25,9 +25,9 @@ import json
 import os
 import platform
 import sys
+import sysconfig
 import tempfile
 import time
-import sysconfig
 import tracemalloc
 from pathlib import Path
 
@@ -205,12 +205,14 @@ async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Si
     return probe, stats.report(), None, time.monotonic() - t0, json.loads(out.decode().strip().splitlines()[-1])
 
 
+_LIBRARY_DIRS = tuple(sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib"))
+
+
 def _own_frame(traceback: tracemalloc.Traceback) -> tracemalloc.Frame:
     """The innermost frame outside the interpreter's and the installed packages' files: the line in our code that
     asked for the memory (np.ones allocates inside numpy; the leak is whoever keeps the result)."""
-    library = (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
     for frame in reversed(traceback):  # most recent call first
-        if not frame.filename.startswith(library):
+        if not frame.filename.startswith(_LIBRARY_DIRS):
             return frame
     return traceback[-1]
 
