@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         lms = prepared.landmarks_px[eval_pos]
         m = samples.mouth_px
         boxes = np.stack([mouth_box(lm, s, m, mparams.box_center_down_frac) for lm in lms])
-        with_mouth = paste_mouth(mouth, folded, lms, lms, topo.triangles, boxes, m, samples.grow_px)
+        with_mouth = paste_mouth(mouth, folded, lms, lms, topo.triangles, boxes, m, samples.grow_px,
+                                 samples.margin_px)
     timings["eval_layers_s"] = time.perf_counter() - t
     face = prepared.masks(eval_pos)["face"]
     coarse = np.stack([prepared._read("normals", int(i)) for i in eval_pos]).astype(np.float32)

@@ -28,7 +28,7 @@ import numpy as np
 
 from models.bundle import AvatarBundle, BundleError, load_bundle
 from models.colour import srgb_to_linear
-from models.face.masks import grown_hulls_mask
+from models.face.masks import clear_border, grown_hulls_mask
 from models.face.resources import NUM_LANDMARKS, load_canonical_face
 from models.lighting.lighting import Lighting
 from models.lighting.sh import (IRRADIANCE_GAIN_PER_COEFF, Y1_CONST, Y2_CROSS_CONST, Y00_CONST, Y20_CONST,
@@ -346,6 +346,7 @@ class BundleRenderer:
         self.geometry = _mouth_geometry(bundle)
         self._subset_landmarks = a["idle_landmarks"][:, self.geometry.vertices].astype(np.float32)
         self._grow_px = float(bundle.info.get("mouth_mask_grow_px", 0.0))
+        self._margin_px = int(bundle.info.get("mouth_mask_margin_px", 0))  # absent: a bundle from before v13
 
     def _check_net_shapes(self) -> None:
         b, t = self.backend, self.mel_past_frames + 1 + self.mel_lookahead_frames
@@ -420,7 +421,8 @@ class BundleRenderer:
         idle_normals = layers.normals[by : by + m, bx : bx + m]
         idle_local = self._subset_landmarks[i][g.hull_rows] - np.array([bx, by, 0], np.float32)
         # Grown as in training (mouth.py: mouth_region_mask), so the net sees the mask size it learned.
-        mask = grown_hulls_mask([local[g.hull_rows], idle_local], (m, m), grow_px=self._grow_px)
+        mask = clear_border(grown_hulls_mask([local[g.hull_rows], idle_local], (m, m), grow_px=self._grow_px),
+                            self._margin_px)
         keep = (~mask)[..., None].astype(np.float32)
 
         def chw(x):

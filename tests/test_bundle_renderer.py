@@ -138,7 +138,7 @@ def build_fixture_bundle(out: Path, size_px: int = 64, mouth_px: int = 32, n_fra
         "expression_vertices": region.indices.astype(np.int32),
         "triangles": load_topology().triangles.astype(np.int32),
     }
-    info = {"mouth_px": m, "mouth_mask_grow_px": 1.5, "n_lip": n_lip, "shininess": 24.0, "loop": loop,
+    info = {"mouth_px": m, "mouth_mask_grow_px": 1.5, "mouth_mask_margin_px": 2, "n_lip": n_lip, "shininess": 24.0, "loop": loop,
             "mel_past_frames": past, "mel_lookahead_frames": look, "fixture": "random-init nets; a test fixture, not a trained avatar"}
     sh = np.zeros((9, 3), np.float32)
     sh[0] = 1.0
@@ -225,7 +225,8 @@ def test_mouth_follows_audio_and_nothing_else_moves(fixture):
 
 def test_mouth_inputs_are_built_as_in_training(fixture):
     """The live renderer feeds the mouth net what models/enroll/mouth.py trained it on: zero normals where no
-    triangle covers (the open mouth is a hole) and the mask grown by mouth_mask_grow_px."""
+    triangle covers (the open mouth is a hole) and the mask grown by mouth_mask_grow_px, kept
+    mouth_mask_margin_px inside the box."""
     from models.enroll.mouth import mouth_coarse_normals, mouth_region_mask
 
     r = BundleRenderer(fixture.path)
@@ -240,9 +241,14 @@ def test_mouth_inputs_are_built_as_in_training(fixture):
     want_normals = mouth_coarse_normals(driven, a["triangles"].astype(np.int64), box, r.mouth_px)
     np.testing.assert_allclose(got["coarse_normals"][0].transpose(1, 2, 0), want_normals, atol=1e-4)
     assert (np.linalg.norm(want_normals, axis=-1) == 0).any()  # something is uncovered, and stays zero
-    want_mask = mouth_region_mask([idle, driven], box, r.mouth_px, r.bundle.info["mouth_mask_grow_px"])
+    info = r.bundle.info
+    want_mask = mouth_region_mask([idle, driven], box, r.mouth_px, info["mouth_mask_grow_px"],
+                                  info["mouth_mask_margin_px"])
     assert 0.05 < want_mask.mean() < 0.95
     np.testing.assert_array_equal(got["mouth_mask"][0, 0] > 0, want_mask)
+    unclipped = mouth_region_mask([idle, driven], box, r.mouth_px, info["mouth_mask_grow_px"])
+    assert unclipped[:2].any() or unclipped[-2:].any() or unclipped[:, :2].any() or unclipped[:, -2:].any(), \
+        "the fixture's hull should reach the border, else the margin is not tested"
 
 
 def test_driven_vertices_equal_expression_lip_vertices(fixture):

@@ -59,6 +59,19 @@ def test_box_mask_and_the_open_mouth_hole():
     lips = (closed[region.indices[region.weights >= 0.5], :2] - box).astype(int)
     inside = lips[(lips >= 0).all(1) & (lips < m).all(1)]
     assert own[inside[:, 1], inside[:, 0]].mean() > 0.95
+    # The margin clears the box's border band and nothing else.
+    wide = mouth_region_mask([closed, open_], box, m, grow_px=6.0)
+    kept = mouth_region_mask([closed, open_], box, m, grow_px=6.0, margin_px=3)
+    assert wide[:3].any() or wide[-3:].any() or wide[:, :3].any() or wide[:, -3:].any()
+    assert not (kept[:3].any() or kept[-3:].any() or kept[:, :3].any() or kept[:, -3:].any())
+    np.testing.assert_array_equal(kept[3:-3, 3:-3], wide[3:-3, 3:-3])
+
+
+def test_params_of_a_net_trained_before_the_margin_read_as_no_margin():
+    before = MouthParams(mask_margin_px=0).to_json()
+    assert "mask_margin_px" not in before  # saved as work folders from before v13 hold it
+    assert MouthParams.from_json(before).mask_margin_px == 0
+    assert MouthParams.from_json(MouthParams().to_json()) == MouthParams()
 
 
 def _layers(n: int, rng) -> LayerStack:

@@ -278,6 +278,7 @@ def export_bundle(
             "mel_past_frames": int(a2e.mel_past_frames),
             "mel_lookahead_frames": int(a2e.mel_lookahead_frames),
             "mouth_mask_grow_px": float(mouth_state["params"]["mask_grow_frac"] * s),
+            "mouth_mask_margin_px": int(mouth_state["params"].get("mask_margin_px", 0)),
             "learned_specular_lights": {"dirs": spec_dirs.tolist(), "colours": spec_rgb.tolist()},
             "idle_albedo": "decomposition albedo with the frame's reconstruction residual folded in; where the matte "
                            "is soft, the solid person's albedo continued outward (models/enroll/matte_edges.py)",
@@ -313,7 +314,8 @@ def _sample_inputs(prepared, decomposition: DecompositionModelTorch, mouth_state
     layers = decompose_prepared(decomposition, prepared, frames, fold_residual=True)
     lms = prepared.landmarks_px[frames]
     boxes = np.stack([mouth_box(lm, s, m, p["box_center_down_frac"]) for lm in lms])
-    masks = np.stack([mouth_region_mask([lm], b, m, p["mask_grow_frac"] * s) for lm, b in zip(lms, boxes)])
+    masks = np.stack([mouth_region_mask([lm], b, m, p["mask_grow_frac"] * s, int(p.get("mask_margin_px", 0)))
+                      for lm, b in zip(lms, boxes)])
     keep = ~masks[..., None]
     tri = load_topology().triangles
     return {

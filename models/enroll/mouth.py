@@ -8,7 +8,7 @@ two cannot drift apart):
                   where no triangle covers the pixel, so the open mouth (the mesh has no triangles across the lips)
                   reads as a zero hole and the net paints teeth / tongue / cavity there;
   mouth_mask      where the mouth may change the picture (`mouth_region_mask`): the hull of the lip-region vertices
-                  of the idle mesh and of the driven mesh, grown by a few px;
+                  of the idle mesh and of the driven mesh, grown by a few px, kept `mask_margin_px` inside the box;
   idle layers     the idle frame's albedo and normals in the box, zeroed inside the mask.
 
 Live, the idle frame i and the driven mesh (frame i's mesh with audio-driven lips) share frame i's pose, so the
@@ -45,7 +45,7 @@ from models.enroll.expression import lip_region
 from models.enroll.losses import total_variation
 from models.enroll.nets import MouthNet
 from models.enroll.render_torch import TorchLighting, random_lighting, relight, srgb_encode
-from models.face.masks import grown_hulls_mask
+from models.face.masks import clear_border, grown_hulls_mask
 from models.raster import interpolate, rasterize, vertex_normals
 
 STAGE = "mouth"
@@ -59,6 +59,11 @@ class MouthParams:
     mouth_frac: float = 0.375  # M / S (96 px at S = 256); rounded to a multiple of 8
     box_center_down_frac: float = 0.1  # box centre below the lip region's centre, in M: room for the opening jaw
     mask_grow_frac: float = 0.02  # extra dilation of the mask, in S
+    # The mask stays this far inside the box. The lip region's hull reaches past the box under the nose and at the
+    # upper corners; there the net painted up to the border with no context to match (the idle frame is zeroed
+    # under the mask) and the blend's fade to the border showed as a line under the nose (docs/eval_real.md v13).
+    # With a margin the net sees the idle frame all around the box and fades into it. 0 = as before v13.
+    mask_margin_px: int = 8
     widths: tuple[int, ...] = (16, 32, 64)
     steps: int = 2000  # 500 left the lips thin and the seam stair-stepped: +1.4 dB mouth PSNR on the real clip
     batch: int = 8
@@ -116,7 +121,7 @@ class MouthParams:
     def to_json(self) -> dict:
         d = asdict(self)
         d["widths"] = list(self.widths)
-        for key in ("w_relit_grad", "w_inside_mask"):  # off: recorded as before they existed (work folders stay valid)
+        for key in ("w_relit_grad", "w_inside_mask", "mask_margin_px"):  # off: recorded as before they existed (work folders stay valid)
             if d[key] == 0:
                 del d[key]
         if d["w_perceptual"] == 0:
@@ -126,6 +131,13 @@ class MouthParams:
         if not d["cover_mask"]:
             del d["cover_mask"], d["feather_px"]
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "MouthParams":
+        """Inverse of to_json, for a trained net's saved params: a field to_json leaves out when off is off."""
+        d = {**d, "widths": tuple(d["widths"])}
+        d.setdefault("mask_margin_px", 0)
+        return cls(**d)
 
 
 # ------------------------------------------------------------------------------------------- geometry of the box
@@ -145,12 +157,14 @@ def mouth_box(landmarks_px: np.ndarray, size_px: int, mouth_px: int, center_down
     return np.clip(top_left, 0, size_px - mouth_px).astype(np.int32)
 
 
-def mouth_region_mask(meshes_px: list[np.ndarray], box_xy: np.ndarray, mouth_px: int, grow_px: float) -> np.ndarray:
+def mouth_region_mask(meshes_px: list[np.ndarray], box_xy: np.ndarray, mouth_px: int, grow_px: float,
+                      margin_px: int = 0) -> np.ndarray:
     """bool (M, M): union over the meshes (crop px) of their lip-region hull, grown LIP_HULL_GROWTH about its
-    centre, then dilated by grow_px, in the box with top-left box_xy."""
+    centre, then dilated by grow_px, in the box with top-left box_xy; cleared within margin_px of the box's border."""
     offset = np.asarray(box_xy, np.float64)
-    return grown_hulls_mask([_region_points(mesh) - offset for mesh in meshes_px], (mouth_px, mouth_px),
+    mask = grown_hulls_mask([_region_points(mesh) - offset for mesh in meshes_px], (mouth_px, mouth_px),
                             grow_px=grow_px)
+    return clear_border(mask, margin_px)
 
 
 def mouth_coarse_normals(landmarks_px: np.ndarray, triangles: np.ndarray, box_xy: np.ndarray,
@@ -190,6 +204,7 @@ class MouthSamples:
     boxes: np.ndarray
     mouth_px: int
     grow_px: float
+    margin_px: int = 0
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -202,7 +217,8 @@ def build_samples(layers: LayerStack, landmarks_px: np.ndarray, triangles: np.nd
     grow = params.mask_grow_frac * size_px
     boxes = np.stack([mouth_box(lm, size_px, m, params.box_center_down_frac) for lm in landmarks_px])
     coarse = np.stack([mouth_coarse_normals(lm, triangles, b, m) for lm, b in zip(landmarks_px, boxes)])
-    masks = np.stack([mouth_region_mask([lm], b, m, grow) for lm, b in zip(landmarks_px, boxes)])
+    margin = params.mask_margin_px
+    masks = np.stack([mouth_region_mask([lm], b, m, grow, margin) for lm, b in zip(landmarks_px, boxes)])
     return MouthSamples(
         coarse_normals=coarse,
         albedo=cut_box(layers.albedo, boxes, m),
@@ -213,6 +229,7 @@ def build_samples(layers: LayerStack, landmarks_px: np.ndarray, triangles: np.nd
         boxes=boxes,
         mouth_px=m,
         grow_px=grow,
+        margin_px=margin,
     )
 
 
@@ -246,7 +263,7 @@ def sample_mouth_batch(samples: MouthSamples, rng: np.random.Generator, params: 
     for k in np.flatnonzero(union):
         # Another frame's lips, placed as they sit in that frame's crop, over this frame's box.
         masks[k] |= mouth_region_mask([samples.landmarks_px[other[k]]], samples.boxes[pick[k]], samples.mouth_px,
-                                      samples.grow_px)
+                                      samples.grow_px, samples.margin_px)
     keep = ~masks[..., None]
     albedo, normals, spec = samples.albedo[pick], samples.normals[pick], samples.spec_weight[pick]
     under = lambda own, wrong: np.where(keep if own.ndim == 4 else keep[..., 0], own, wrong)  # noqa: E731
@@ -505,7 +522,8 @@ class MouthLayers:
 
 
 def paste_mouth(net: MouthNet, layers: LayerStack, idle_landmarks_px: np.ndarray, driven_landmarks_px: np.ndarray,
-                triangles: np.ndarray, boxes: np.ndarray, mouth_px: int, grow_px: float) -> MouthLayers:
+                triangles: np.ndarray, boxes: np.ndarray, mouth_px: int, grow_px: float,
+                margin_px: int = 0) -> MouthLayers:
     """Run the mouth net for frames whose idle layers are `layers` (with meshes idle_landmarks_px) driven by
     `driven_landmarks_px`, and blend its layers into copies of the frames' layers; what the live renderer does,
     in NumPy + torch (for evaluation)."""
@@ -514,7 +532,7 @@ def paste_mouth(net: MouthNet, layers: LayerStack, idle_landmarks_px: np.ndarray
     with torch.no_grad():
         for i, (x, y) in enumerate(boxes):
             m = mouth_px
-            mask = mouth_region_mask([idle_landmarks_px[i], driven_landmarks_px[i]], (x, y), m, grow_px)
+            mask = mouth_region_mask([idle_landmarks_px[i], driven_landmarks_px[i]], (x, y), m, grow_px, margin_px)
             keep = ~mask[..., None]
             cn = mouth_coarse_normals(driven_landmarks_px[i], triangles, (x, y), m)
             a0, n0, s0 = albedo[i, y:y + m, x:x + m], normals[i, y:y + m, x:x + m], spec[i, y:y + m, x:x + m]

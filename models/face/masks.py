@@ -44,6 +44,15 @@ def grown_hulls_mask(point_sets, shape_hw: tuple[int, int], growth: float = LIP_
     return grow_mask(mask, grow_px)
 
 
+def clear_border(mask: np.ndarray, margin_px: int) -> np.ndarray:
+    """bool mask with its outer `margin_px` rows and columns cleared (unchanged for margin_px <= 0)."""
+    out = np.array(mask, bool)
+    r = int(margin_px)
+    if r > 0:
+        out[:r], out[-r:], out[:, :r], out[:, -r:] = False, False, False, False
+    return out
+
+
 def grow_mask(mask: np.ndarray, radius_px: float) -> np.ndarray:
     """bool mask dilated by a disc of radius_px (unchanged for radius_px <= 0)."""
     r = int(np.ceil(radius_px))
