@@ -67,6 +67,7 @@ VARIANTS = ("copy_real_crop", "decomposition_folded", "decomposition_net_albedo"
             "avatar_audio_opening_gain")
 RELITCAM = [sys.executable, "-m", "stream.cli"]
 FRAME_SCORES = ("psnr", "ssim", "crop_psnr", "mouth_psnr", "mouth_ssim", "mouth_detail")  # frame_scores' keys
+BORDER_BAND_PX = 12  # box_border_psnr: the mouth box's outer band, where the generated mouth fades into the idle frame
 
 
 def to8(linear: np.ndarray) -> np.ndarray:
@@ -103,6 +104,17 @@ def frame_scores(pred: np.ndarray, real: np.ndarray, bbox, mouth_xy) -> dict[str
             "crop_psnr": psnr_db(pred[y0:y1, x0:x1], real[y0:y1, x0:x1]),
             "mouth_psnr": psnr_db(pred[box], real[box]), "mouth_ssim": ssim(pred[box], real[box]),
             "mouth_detail": detail_ratio(pred[box], real[box])}
+
+
+def box_border_psnr(pred: np.ndarray, real: np.ndarray, box_xy, mouth_px: int, matte: np.ndarray) -> float:
+    """PSNR (uint8 crops) over the mouth box's outer BORDER_BAND_PX band where the person matte is > 0.5: a seam
+    where the mouth net's picture meets the idle frame shows here, in a band the mouth itself does not reach."""
+    x, y = box_xy
+    band = np.zeros((mouth_px, mouth_px), bool)
+    band[:BORDER_BAND_PX], band[-BORDER_BAND_PX:], band[:, :BORDER_BAND_PX], band[:, -BORDER_BAND_PX:] = (True,) * 4
+    band &= matte[y:y + mouth_px, x:x + mouth_px] > 0.5
+    box = (slice(y, y + mouth_px), slice(x, x + mouth_px))
+    return psnr_db(pred[box][band], real[box][band])
 
 
 def detail_ratio(pred: np.ndarray, real: np.ndarray) -> float:
@@ -236,7 +248,7 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
     prepared = load_prepared(workdir)
     decomposition, _ = load_model(WorkDir(workdir))
     mouth_net, mouth_state = load_mouth(WorkDir(workdir))
-    mparams = MouthParams(**{k: (tuple(v) if k == "widths" else v) for k, v in mouth_state["params"].items()})
+    mparams = MouthParams.from_json(mouth_state["params"])
     space = ExpressionSpace.load(Path(workdir) / "expression.npz")
     renderer = BundleRenderer(bundle, threads=1)  # its audio_to_expression ONNX: the net the live avatar runs
     tri = load_topology().triangles
@@ -259,8 +271,8 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
                                   gain)
 
     m = mouth_state["mouth_px"]
-    grow = mparams.mask_grow_frac * s
-    per_variant = {v: {k: [] for k in FRAME_SCORES} for v in VARIANTS}
+    grow, margin = mparams.mask_grow_frac * s, mparams.mask_margin_px
+    per_variant = {v: {k: [] for k in (*FRAME_SCORES, "box_border_psnr")} for v in VARIANTS}
     per_frame = []
     example_at = set(eval_pos[np.linspace(0, len(eval_pos) - 1, min(examples, len(eval_pos))).round().astype(int)])
     example_images = []
@@ -275,9 +287,9 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
                            for k, p in enumerate(pos)])
         driven_gain = np.stack([lip_vertices(space, coeffs_gain[c0 + k], lms[k], prepared.pose(int(p)))
                                 for k, p in enumerate(pos)])
-        own = paste_mouth(mouth_net, layers, lms, lms, tri, boxes, m, grow)
-        audio = paste_mouth(mouth_net, layers, lms, driven, tri, boxes, m, grow)
-        audio_gain = paste_mouth(mouth_net, layers, lms, driven_gain, tri, boxes, m, grow)
+        own = paste_mouth(mouth_net, layers, lms, lms, tri, boxes, m, grow, margin)
+        audio = paste_mouth(mouth_net, layers, lms, driven, tri, boxes, m, grow, margin)
+        audio_gain = paste_mouth(mouth_net, layers, lms, driven_gain, tri, boxes, m, grow, margin)
         crops = {
             "copy_real_crop": prepared.crops(pos),
             "decomposition_folded": to8(relit_learned(decomposition, layers.albedo, layers.normals,
@@ -302,6 +314,9 @@ def evaluate_heldout(workdir: Path, bundle: Path, video: Path, out_dir: Path, ev
                 sc = frame_scores(pasted[v], real, bbox, mxy)
                 for key, val in sc.items():
                     per_variant[v][key].append(val)
+                sc["box_border_psnr"] = box_border_psnr(crops[v][k], crops["copy_real_crop"][k], boxes[k], m,
+                                                        layers.matte[k])
+                per_variant[v]["box_border_psnr"].append(sc["box_border_psnr"])
                 row[v] = {key: round(val, 3) for key, val in sc.items()}
             per_frame.append(row)
             if p in example_at:

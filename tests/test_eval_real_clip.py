@@ -170,3 +170,20 @@ def test_detail_ratio_is_one_for_the_same_image_and_drops_when_blurred():
     assert detail_ratio(img, img) == pytest.approx(1.0)
     assert detail_ratio(blurred, img) < 0.5
     assert detail_ratio(img, blurred) > 2.0
+
+
+def test_box_border_psnr_sees_a_seam_on_the_box_edge_not_the_mouth_inside():
+    script = _script()
+    band = script.BORDER_BAND_PX
+    real = _smooth_frame(120, 120)
+    matte = np.ones((120, 120), np.float32)
+    box, m = (20, 10), 80
+    mouth_changed = real.copy()
+    mouth_changed[10 + band:10 + m - band, 20 + band:20 + m - band] //= 2  # everything inside the band differs
+    seam = real.copy()
+    seam[10 + 3, 20:20 + m] = 255  # one bright row along the box's top edge
+    assert script.box_border_psnr(mouth_changed, real, box, m, matte) == script.box_border_psnr(real, real, box, m, matte)
+    assert script.box_border_psnr(seam, real, box, m, matte) < 30.0
+    off_person = np.zeros_like(matte)
+    off_person[:, :60] = 1.0  # the seam's row half off the person: half of it still counts
+    assert script.box_border_psnr(seam, real, box, m, off_person) < 30.0
