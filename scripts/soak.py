@@ -4,11 +4,13 @@
     .venv/bin/python scripts/soak.py                          # default avatar, 10 min of media, offline
     .venv/bin/python scripts/soak.py --minutes 1 --out out/soak_short
     .venv/bin/python scripts/soak.py --sink webrtc --out out/soak_webrtc    # real time, to a WebRTC viewer
+    .venv/bin/python scripts/soak.py --sink webrtc --viewer chromium --out out/soak_browser   # ... the web page
 
 Runs the live pipeline (stream/pipeline.py) on a file source looped to --minutes of media, offline (every frame, as
 fast as the machine allows), into sinks that do real work: the MP4 sink writing H.264 + AAC to a temporary file, and a
 memory probe. With --sink webrtc it runs in real time instead, serving the web page's WebRTC endpoint to one viewer
-(aiortc in a separate process, so its decoders do not count) and dropping frames that come late, as a call does. The
+(aiortc in a separate process, so its decoders do not count; with --viewer chromium, the web page itself in
+Debian's Chromium, driven by playwright from a separate process) and dropping frames that come late, as a call does. The
 probe reads the process's resident set size (RSS) on every frame and keeps a sample every
 --sample-s seconds (plus Python's tracemalloc total with --tracemalloc, which slows Python allocations down).
 
@@ -162,6 +164,71 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
+# The --viewer chromium viewer, in its own process: opens the web page (which connects by itself), counts the frames
+# the <video> element presents, prints "ready", and on a line on stdin prints the page's receive statistics as JSON.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_VIEWER = '''
+import asyncio, json, sys
+from playwright.async_api import async_playwright
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
+        "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
+COUNT = """() => {
+  const v = document.getElementById('video');
+  window.presented = 0;
+  const tick = () => { window.presented++; v.requestVideoFrameCallback(tick); };
+  v.requestVideoFrameCallback(tick);
+}"""
+REPORT = """async () => {
+  const out = {presented_frames: window.presented, connection: window.relitcam.pc.connectionState};
+  (await window.relitcam.pc.getStats()).forEach((s) => {
+    if (s.type !== 'inbound-rtp') return;
+    if (s.kind === 'video') Object.assign(out, {video_frames: s.framesDecoded, video_frames_dropped: s.framesDropped,
+                                                video_packets_lost: s.packetsLost});
+    if (s.kind === 'audio') Object.assign(out, {audio_frames: s.packetsReceived, audio_packets_lost: s.packetsLost,
+                                                audio_samples: s.totalSamplesReceived});
+  });
+  return out;
+}"""
+
+async def main(url, exe):
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=exe, args=ARGS)
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.wait_for_function("document.getElementById('video').readyState >= 2", timeout=60000)
+        await page.evaluate(COUNT)
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        report = await page.evaluate(REPORT)
+        await browser.close()
+    print(json.dumps(report), flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+'''
+
+
+async def _chromium_viewer(url: str, run: asyncio.Task):
+    """Starts the Chromium viewer on `url`, waits for `run` (the pipeline) to finish, returns (its stats, the page's
+    receive report); the session must still be open when the page is asked, so the caller closes the server after."""
+    viewer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHROMIUM_VIEWER, url, CHROMIUM, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        stats = await run
+        viewer.stdin.write(b"report\n")
+        await viewer.stdin.drain()
+        out, err = await asyncio.wait_for(viewer.communicate(), timeout=60)
+    finally:
+        if viewer.returncode is None:
+            viewer.kill()
+    lines = out.decode().strip().splitlines()
+    if viewer.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        raise SystemExit(f"the Chromium viewer failed: {err.decode().strip()[-2000:]}")
+    return stats, json.loads(lines[-1])
+
+
 async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Sink | None, float, dict | None]:
     """Offline into the MP4 sink (--sink mp4), or in real time to one WebRTC viewer (--sink webrtc)."""
     clock = MonotonicClock()
@@ -192,6 +259,12 @@ async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Si
     server = WebRtcServer(pipeline, Controls(lighting, backgrounds, clock, hdr_maps=[]), port=0)
     await server.start()
     run = asyncio.create_task(pipeline.run())
+    if args.viewer == "chromium":
+        try:
+            stats, received = await _chromium_viewer(server.url, run)
+        finally:
+            await server.close()
+        return probe, stats.report(), None, time.monotonic() - t0, received
     viewer = await asyncio.create_subprocess_exec(
         sys.executable, "-c", WEBRTC_VIEWER, f"http://127.0.0.1:{server.port}/offer",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -278,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sink", choices=("mp4", "webrtc"), default="mp4",
                    help="mp4: offline, every frame, into the MP4 sink; webrtc: in real time to one WebRTC viewer (a "
                         "separate aiortc process) through the web server, frames dropped when late")
+    p.add_argument("--viewer", choices=("aiortc", "chromium"), default="aiortc",
+                   help="with --sink webrtc: an aiortc client, or the web page in Debian's Chromium (playwright)")
     p.add_argument("--keep-mp4", action="store_true", help="keep the MP4 in --out instead of a temporary folder")
     p.add_argument("--out", type=Path, default=Path("out/soak"))
     return p
@@ -287,6 +362,11 @@ def main(argv=None) -> int:
     from stream.commands.run import load_avatar
 
     args = build_parser().parse_args(argv)
+    if args.viewer == "chromium":
+        if args.sink != "webrtc":
+            raise SystemExit("--viewer chromium needs --sink webrtc")
+        if not Path(CHROMIUM).is_file():
+            raise SystemExit(f"--viewer chromium needs Debian's chromium at {CHROMIUM} (apt install chromium)")
     if args.warmup_s >= 60.0 * args.minutes:
         raise SystemExit(f"--warmup-s {args.warmup_s} must be shorter than the run ({60.0 * args.minutes} s)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -313,6 +393,7 @@ def main(argv=None) -> int:
         "sink": args.sink,
         "mp4_frames_written": mp4.frames_written if mp4 is not None else None,
         "mp4_mb": mp4_mb,
+        "webrtc_viewer": args.viewer if args.sink == "webrtc" else None,
         "webrtc_viewer_received": viewer,
         "wall_s": wall_s,
         "speed_x_realtime": media_s / wall_s,

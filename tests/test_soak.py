@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_stream_doubles import SphereHeadRenderer
 
 _SPEC = importlib.util.spec_from_file_location("soak", Path(__file__).resolve().parents[1] / "scripts" / "soak.py")
@@ -76,3 +77,23 @@ def test_webrtc_soak_streams_to_a_viewer_in_another_process(tmp_path):
     received = r["webrtc_viewer_received"]
     assert received["video_frames"] >= 0.7 * r["frames"] and received["audio_frames"] >= 0.7 * 4 / 0.02
     assert any(name.startswith("sink:webrtc") for name in r["pipeline"]["dropped"])
+
+
+@pytest.mark.skipif(not Path(soak.CHROMIUM).is_file(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_webrtc_soak_streams_to_the_web_page_in_chromium(tmp_path):
+    # 8 s of media in real time to the web page in Chromium (it starts while the pipeline runs, so it sees the later
+    # part); the page's own receive statistics come back in the report.
+    args = ["--minutes", str(8 / 60), "--warmup-s", "1", "--sample-s", "0.2", "--canvas", "320x240"]
+    assert soak.main(["--avatar", "test_stream_doubles:SphereHeadRenderer", "--sink", "webrtc", "--viewer", "chromium",
+                      "--out", str(tmp_path), *args]) == 0
+    r = json.loads((tmp_path / "SOAK.json").read_text())
+    assert r["webrtc_viewer"] == "chromium"
+    received = r["webrtc_viewer_received"]
+    assert received["connection"] == "connected"
+    assert received["video_frames"] >= 0.3 * r["frames"] and received["presented_frames"] >= 0.3 * r["frames"]
+    assert received["audio_frames"] >= 0.3 * 8 / 0.02
+
+
+def test_chromium_viewer_needs_the_webrtc_sink():
+    with pytest.raises(SystemExit, match="needs --sink webrtc"):
+        soak.main(["--viewer", "chromium", "--minutes", "0.05", "--warmup-s", "1"])
