@@ -71,7 +71,9 @@ def test_params_of_a_net_trained_before_the_margin_read_as_no_margin():
     before = MouthParams(mask_margin_px=0).to_json()
     assert "mask_margin_px" not in before  # saved as work folders from before v13 hold it
     assert MouthParams.from_json(before).mask_margin_px == 0
-    assert MouthParams.from_json(MouthParams().to_json()) == MouthParams()
+    for params in (MouthParams(), MouthParams(w_perceptual=0.0), MouthParams(cover_mask=False),
+                   MouthParams(w_adversarial=0.01, w_relit_grad=1.0, mask_margin_px=4)):
+        assert MouthParams.from_json(params.to_json()) == params
 
 
 def _layers(n: int, rng) -> LayerStack:

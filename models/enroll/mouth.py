@@ -121,7 +121,8 @@ class MouthParams:
     def to_json(self) -> dict:
         d = asdict(self)
         d["widths"] = list(self.widths)
-        for key in ("w_relit_grad", "w_inside_mask", "mask_margin_px"):  # off: recorded as before they existed (work folders stay valid)
+        # Off: recorded as before they existed (work folders stay valid).
+        for key in ("w_relit_grad", "w_inside_mask", "mask_margin_px"):
             if d[key] == 0:
                 del d[key]
         if d["w_perceptual"] == 0:
@@ -137,6 +138,8 @@ class MouthParams:
         """Inverse of to_json, for a trained net's saved params: a field to_json leaves out when off is off."""
         d = {**d, "widths": tuple(d["widths"])}
         d.setdefault("mask_margin_px", 0)
+        d.setdefault("w_perceptual", 0.0)
+        d.setdefault("cover_mask", False)
         return cls(**d)
 
 
