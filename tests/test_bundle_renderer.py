@@ -138,8 +138,9 @@ def build_fixture_bundle(out: Path, size_px: int = 64, mouth_px: int = 32, n_fra
         "expression_vertices": region.indices.astype(np.int32),
         "triangles": load_topology().triangles.astype(np.int32),
     }
-    info = {"mouth_px": m, "mouth_mask_grow_px": 1.5, "mouth_mask_margin_px": 2, "n_lip": n_lip, "shininess": 24.0, "loop": loop,
-            "mel_past_frames": past, "mel_lookahead_frames": look, "fixture": "random-init nets; a test fixture, not a trained avatar"}
+    info = {"mouth_px": m, "mouth_mask_grow_px": 1.5, "mouth_mask_margin_px": 2, "n_lip": n_lip, "shininess": 24.0,
+            "loop": loop, "mel_past_frames": past, "mel_lookahead_frames": look,
+            "fixture": "random-init nets; a test fixture, not a trained avatar"}
     sh = np.zeros((9, 3), np.float32)
     sh[0] = 1.0
     write_bundle(out, name="fixture", size_px=s, fps=30.0, lookahead_ms=look * 10 + 12.5, sh_coeffs=sh,
