@@ -21,6 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from models.hdr_video import HDR_TRANSFERS, hdr_to_srgb8
+
 AUDIO_RATE_HZ = 16000
 FRAME_DIR_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -46,6 +48,7 @@ class VideoInfo:
     frame_count: int
     duration_s: float
     has_audio: bool
+    rotation_deg: int = 0  # how far the decoded pictures are turned counter-clockwise to be shown (phone videos)
 
 
 @dataclass
@@ -95,8 +98,44 @@ def _stream_fps(stream) -> float:
     return float(rate)
 
 
+def display_quarter_turns(rotation_deg: float, path: str | os.PathLike = "") -> int:
+    """np.rot90's k that shows a picture upright, given the display rotation a container asks for.
+
+    Phones record a portrait video as landscape pictures plus a display matrix; every player turns them, and the
+    face tracker only finds upright faces, so every reader here turns them too. Only quarter turns occur in
+    practice; anything else gets an error rather than a sideways face.
+    """
+    k = int(round(rotation_deg / 90.0))
+    if abs(rotation_deg - 90.0 * k) > 1.0:
+        raise ValueError(
+            f"'{path}' asks to be shown turned by {rotation_deg:g} degrees; only quarter turns are supported "
+            f"(re-encode the video upright)"
+        )
+    return k % 4
+
+
+def _picture(frame: av.VideoFrame, path) -> np.ndarray:
+    """uint8 sRGB as a player shows the frame: HDR (HLG/PQ) mapped to SDR, display rotation applied."""
+    if frame.color_trc in HDR_TRANSFERS:
+        image = hdr_to_srgb8(frame.to_ndarray(format="rgb48le"), frame.color_trc, frame.color_primaries)
+    else:
+        image = frame.to_ndarray(format="rgb24")  # the frame's own YUV matrix and range (BT.601/709) apply
+    k = display_quarter_turns(frame.rotation, path)
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
+def _first_frame_rotation(container, stream, path) -> int:
+    # PyAV exposes the display matrix on decoded frames only; one frame is cheap next to anything that follows.
+    try:
+        for frame in container.decode(stream):
+            return int(frame.rotation)
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot decode video '{path}': {e}") from e
+    return 0
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Container facts without decoding."""
+    """Container facts, and the display rotation from the first decoded frame; sizes are as shown (upright)."""
     with _open(path) as container:
         stream = _video_stream(container, path)
         if stream.duration is not None and stream.time_base is not None:
@@ -105,18 +144,24 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             duration_s = container.duration / av.time_base
         else:
             duration_s = 0.0
+        fps, frame_count, has_audio = _stream_fps(stream), int(stream.frames or 0), bool(container.streams.audio)
+        width_px, height_px = stream.codec_context.width, stream.codec_context.height
+        rotation_deg = _first_frame_rotation(container, stream, path)
+        if display_quarter_turns(rotation_deg, path) % 2:
+            width_px, height_px = height_px, width_px
         return VideoInfo(
-            width_px=stream.codec_context.width,
-            height_px=stream.codec_context.height,
-            fps=_stream_fps(stream),
-            frame_count=int(stream.frames or 0),
+            width_px=width_px,
+            height_px=height_px,
+            fps=fps,
+            frame_count=frame_count,
             duration_s=duration_s,
-            has_audio=bool(container.streams.audio),
+            has_audio=has_audio,
+            rotation_deg=rotation_deg,
         )
 
 
 def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[VideoFrame]:
-    """Decode frames one at a time (constant memory for long clips), in presentation order."""
+    """Decode frames one at a time (constant memory for long clips), in presentation order, upright as shown."""
     container = _open(path)
     try:
         stream = _video_stream(container, path)
@@ -129,7 +174,7 @@ def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None) ->
                     return
                 # Frames without pts (rare, raw streams) are placed on the nominal grid.
                 pts_s = float(frame.time) if frame.time is not None else count / fps
-                yield VideoFrame(image=frame.to_ndarray(format="rgb24"), pts_s=pts_s)
+                yield VideoFrame(image=_picture(frame, path), pts_s=pts_s)
                 count += 1
         except av.error.FFmpegError as e:
             raise ValueError(f"cannot decode video '{path}': {e}") from e
@@ -241,13 +286,22 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
-    """uint8 (H, W, 3) RGB; grey is expanded and alpha dropped."""
+def imread_upright(path: str | os.PathLike) -> np.ndarray:
+    """The pixels of an ordinary image file (PNG, JPEG, ...) as a viewer shows them.
+
+    Phone photos store the camera's sensor rows plus an EXIF orientation; viewers turn them, so a background or
+    portrait read without it would come out sideways. The decoder's own errors pass through.
+    """
     import imageio.v3 as iio
 
+    return np.asarray(iio.imread(path, plugin="pillow", rotate=True))
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """uint8 (H, W, 3) RGB, upright as shown (EXIF orientation applied); grey is expanded and alpha dropped."""
     try:
-        image = np.asarray(iio.imread(path))
-    except Exception as e:  # imageio raises plugin-specific types for bad files
+        image = imread_upright(path)
+    except Exception as e:  # the decoder raises assorted types for bad files
         raise ValueError(f"cannot read image '{path}': {e}") from e
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
@@ -333,12 +387,14 @@ def write_mp4(
     audio: np.ndarray | None = None,
     audio_rate: int = AUDIO_RATE_HZ,
     crf: int = 18,
+    display_rotation_deg: int = 0,
 ) -> int:
     """Encode frames (uint8 (H, W, 3) RGB, any iterable) as H.264 yuv420p + optional AAC mono; returns frame count.
 
     Frame k is shown at k / fps; audio sample 0 plays at time 0. Odd frame sizes are padded by one repeated
     row/column (yuv420p needs even sizes). The file appears at `path` only when complete: it is written to a
-    temporary file in the same folder and renamed.
+    temporary file in the same folder and renamed. `display_rotation_deg` stores the frames as given and asks
+    players to turn them counter-clockwise by that much, as phones do (readers here turn them back upright).
     """
     path = Path(path)
     if fps <= 0:
@@ -352,7 +408,7 @@ def write_mp4(
     # Hidden name in the same folder, so the rename is atomic and a half-written file is never mistaken for output.
     tmp_name = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
     try:
-        count = _encode(tmp_name, frames, rate, audio, audio_rate, crf)
+        count = _encode(tmp_name, frames, rate, audio, audio_rate, crf, display_rotation_deg)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -360,7 +416,8 @@ def write_mp4(
     return count
 
 
-def _encode(filename: str, frames: Iterable[np.ndarray], rate: Fraction, audio, audio_rate: int, crf: int) -> int:
+def _encode(filename: str, frames: Iterable[np.ndarray], rate: Fraction, audio, audio_rate: int, crf: int,
+            display_rotation_deg: int) -> int:
     container = av.open(filename, mode="w", format="mp4")
     try:
         video = None
@@ -374,6 +431,8 @@ def _encode(filename: str, frames: Iterable[np.ndarray], rate: Fraction, audio, 
                 video.pix_fmt = "yuv420p"
                 video.codec_context.time_base = 1 / rate
                 video.options = {"crf": str(crf), "preset": "veryfast"}
+                if display_rotation_deg:
+                    video.set_display_rotation(display_rotation_deg)
                 # Streams must all exist before the first packet is muxed.
                 if audio is not None and audio.size:
                     audio_stream = container.add_stream("aac", rate=audio_rate)

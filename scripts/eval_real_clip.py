@@ -47,7 +47,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
@@ -87,13 +86,12 @@ def relit_learned(decomposition, albedo, normals, spec_weight) -> np.ndarray:
 
 def decode_frames(video: Path, wanted: set[int]):
     """Yield (index, uint8 RGB) for the wanted frame numbers, in order, streaming."""
+    from models.media import iter_video_frames
+
     last = max(wanted)
-    with av.open(str(video)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i in wanted:
-                yield i, f.to_ndarray(format="rgb24")
-            if i >= last:
-                break
+    for i, f in enumerate(iter_video_frames(video, max_frames=last + 1)):  # upright, as enrollment saw them
+        if i in wanted:
+            yield i, f.image
 
 
 def frame_scores(pred: np.ndarray, real: np.ndarray, bbox, mouth_xy) -> dict[str, float]:

@@ -221,6 +221,24 @@ def test_variable_rate_video_comes_out_at_a_constant_rate(tmp_path):
     np.testing.assert_allclose([g.t_s for g in got], np.arange(5) / 10.0, atol=1e-6)
 
 
+def test_a_phone_video_turned_by_its_display_matrix_enrolls_like_an_upright_one(prepared, tmp_path):
+    # A phone stores a portrait recording sideways plus "turn 90 deg to show". The tracker would follow a sideways
+    # face (its crops undo roll), so what must match is where the crops sit in the picture the user sees: the
+    # live avatar is pasted back there, and sideways it would stream sideways.
+    count = int(SECONDS * FPS)
+    sideways = [np.ascontiguousarray(np.rot90(f, -1)[:, 16:]) for f in _moving_face_frames(count)]  # 272 x 288
+    path = tmp_path / "phone.mp4"
+    write_mp4(path, sideways, FPS, audio=_tone(SECONDS), display_rotation_deg=90)
+    turned = prepare_video(path, tmp_path / "w", size_px=SIZE_PX, progress=False, **FAST)
+    assert turned.report.source_size_px == (288, 272)
+    assert turned.report.usable_frames == prepared.report.usable_frames == count
+    # Same crops, up to the codec's loss on differently ordered blocks: in the crop and in the upright picture
+    # (the cut-off columns are the upright frames' bottom rows, so no offset).
+    assert np.abs(turned.landmarks_px - prepared.landmarks_px)[..., :2].mean() < 0.5
+    np.testing.assert_allclose(turned.image_to_crop[..., :2], prepared.image_to_crop[..., :2], atol=0.02)
+    np.testing.assert_allclose(turned.image_to_crop[..., 2], prepared.image_to_crop[..., 2], atol=2.0)
+
+
 # ------------------------------------------------------------------------------------------------------- errors
 
 

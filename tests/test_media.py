@@ -208,3 +208,69 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
         c.mux(a.encode(None))
     with pytest.raises(ValueError, match="has no video stream"):
         media.read_video(path)
+
+
+def _corner_frames(count: int) -> list[np.ndarray]:
+    """64x32 landscape pictures, white in the top-left 10x10 corner only: which way a turn went is plain to see."""
+    frames = []
+    for _ in range(count):
+        frame = np.zeros((32, 64, 3), np.uint8)
+        frame[:10, :10] = 255
+        frames.append(frame)
+    return frames
+
+
+def _white_centre_xy(image: np.ndarray) -> tuple[float, float]:
+    yx = np.argwhere(image[..., 0] > 128).mean(axis=0)
+    return float(yx[1]), float(yx[0])
+
+
+# Where Chromium draws the white corner of such a file (a <video> drawn to a canvas, measured once here):
+# a 90 deg display rotation puts it bottom-left of a 32x64 picture, -90 top-right, 180 bottom-right of 64x32.
+@pytest.mark.parametrize(
+    "rotation_deg, size_wh, white_xy",
+    [(90, (32, 64), (4.5, 58.5)), (-90, (32, 64), (26.5, 4.5)), (180, (64, 32), (58.5, 26.5))],
+)
+def test_phone_rotation_is_applied_as_players_show_it(tmp_path, rotation_deg, size_wh, white_xy):
+    path = tmp_path / "phone.mp4"
+    media.write_mp4(path, _corner_frames(5), fps=25, display_rotation_deg=rotation_deg)
+    info = media.probe_video(path)
+    assert (info.width_px, info.height_px) == size_wh
+    assert media.display_quarter_turns(info.rotation_deg) == {90: 1, -90: 3, 180: 2}[rotation_deg]
+    frames = list(media.iter_video_frames(path))
+    assert len(frames) == 5
+    for frame in frames:
+        assert frame.image.shape == (size_wh[1], size_wh[0], 3) and frame.image.flags.c_contiguous
+        assert _white_centre_xy(frame.image) == pytest.approx(white_xy, abs=0.6)
+    clip = media.read_video(path, with_audio=False)
+    assert clip.frames.shape == (5, size_wh[1], size_wh[0], 3)
+
+
+def test_upright_video_is_left_as_is(tmp_path):
+    path = tmp_path / "plain.mp4"
+    media.write_mp4(path, _corner_frames(3), fps=25)
+    info = media.probe_video(path)
+    assert (info.width_px, info.height_px, info.rotation_deg) == (64, 32, 0)
+    assert _white_centre_xy(next(media.iter_video_frames(path)).image) == pytest.approx((4.5, 4.5), abs=0.6)
+
+
+def test_a_turn_other_than_a_quarter_is_refused_by_name(tmp_path):
+    assert [media.display_quarter_turns(a) for a in (0, 90, 180, -180, 270, -90, 90.4)] == [0, 1, 2, 2, 3, 3, 1]
+    path = tmp_path / "tilted.mp4"
+    media.write_mp4(path, _corner_frames(2), fps=25, display_rotation_deg=45)
+    with pytest.raises(ValueError, match=r"tilted.mp4' asks to be shown turned by 45 degrees; only quarter turns"):
+        media.probe_video(path)
+    with pytest.raises(ValueError, match="only quarter turns"):
+        list(media.iter_video_frames(path))
+
+
+def test_photo_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    picture = Image.fromarray(_corner_frames(1)[0])
+    exif = picture.getexif()
+    exif[0x0112] = 6  # EXIF Orientation 6: the viewer turns the stored picture 90 deg clockwise
+    picture.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    image = media.read_image_rgb(tmp_path / "phone.jpg")
+    assert image.shape == (64, 32, 3)
+    assert _white_centre_xy(image) == pytest.approx((27, 4.5), abs=1.0)  # the top-left corner went top-right

@@ -186,12 +186,13 @@ def read_environment_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
-    """(rgb (H, W, 3), alpha (H, W) or None), float32 in [0, 1] AS ENCODED in the file (no sRGB decoding here)."""
-    import imageio.v3 as iio
+    """(rgb (H, W, 3), alpha (H, W) or None), float32 in [0, 1] AS ENCODED in the file (no sRGB decoding here),
+    upright as a viewer shows it (EXIF orientation applied)."""
+    from models.media import imread_upright
 
     p = _require_file(path, what)
     try:
-        a = np.asarray(iio.imread(p))
+        a = imread_upright(p)
     except Exception as e:
         raise ValueError(f"{p}: cannot read {what} ({e})") from None
     if a.dtype == np.uint8 or a.dtype == np.uint16:

@@ -12,24 +12,11 @@ from models.face.measures import require_single_face
 
 
 def _read_rgb8(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
+    from models.media import read_image_rgb
 
     if not path.is_file():
         raise FileNotFoundError(f"portrait not found: {path}")
-    try:
-        image = np.asarray(iio.imread(path))
-    except Exception as e:  # imageio raises assorted types for undecodable files
-        raise ValueError(f"cannot read portrait {path} as an image ({e})") from None
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"portrait {path} must be an RGB image, got shape {image.shape}")
-    image = image[..., :3]
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise ValueError(f"portrait {path} must be 8- or 16-bit, got {image.dtype}")
-    return image
+    return read_image_rgb(path)  # ValueError naming the file for undecodable or unusual images
 
 
 def square_around_face(image: np.ndarray, what: str) -> np.ndarray:
