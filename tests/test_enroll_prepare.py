@@ -239,6 +239,17 @@ def test_a_phone_video_turned_by_its_display_matrix_enrolls_like_an_upright_one(
     np.testing.assert_allclose(turned.image_to_crop[..., 2], prepared.image_to_crop[..., 2], atol=2.0)
 
 
+def test_a_60_fps_recording_is_prepared_at_30_fps_unless_asked(tmp_path):
+    seconds = 1.2
+    path = tmp_path / "sixty.mp4"
+    write_mp4(path, _moving_face_frames(int(seconds * 60)), 60.0, audio=_tone(seconds))
+    prepared60 = prepare_video(path, tmp_path / "w", size_px=64, progress=False, **FAST)
+    assert prepared60.fps == 30.0 and prepared60.frame_count == int(seconds * 30)
+    np.testing.assert_allclose(np.diff(prepared60.t_s), 1 / 30, atol=1e-6)
+    asked = prepare_video(path, tmp_path / "w60", size_px=64, progress=False, fps=60.0, **FAST)
+    assert asked.fps == 60.0 and asked.frame_count == int(seconds * 60)
+
+
 # ------------------------------------------------------------------------------------------------------- errors
 
 

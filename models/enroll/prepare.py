@@ -57,6 +57,9 @@ MASK_BITS = {"face": 1, "skin": 2, "mouth_region": 4, "mouth_interior": 8}
 HEAD_ELLIPSOID_CENTER = (0.0, 0.2, -0.75)
 HEAD_ELLIPSOID_AXES = (0.85, 1.15, 1.05)
 FORMAT_VERSION = 1
+# Live video runs at 25 or 30 fps and plays one idle-loop frame per video frame; a 60 fps phone recording prepared
+# at its own rate would track twice the frames and give an idle loop that plays at half speed.
+MAX_AUTO_FPS = 30.0
 LAYERS_VERSION = 5  # what the crops stage computes per frame (2: coarse normals with eyes, mouth and outline filled;
 # 3: the rest of the person an inflated silhouette, no longer camera-facing; 4: normals feathered across the mesh's
 # edges; 5: the head ellipsoid turns into the silhouette toward its rim)
@@ -80,7 +83,8 @@ ELLIPSOID_RIM_BLEND_Z = (0.15, 0.5)
 class PrepareParams:
     """Everything that changes the prepared frames; it is recorded with each stage, so changing it reruns them.
 
-    fps: output frame rate (None: the video's average rate). Variable-rate video is resampled to it.
+    fps: output frame rate (None: the video's average rate, at most MAX_AUTO_FPS). Variable-rate video is
+    resampled to it.
     align_smoothing_s / landmark_smoothing_s: sigma of the zero-phase Gaussian over time applied to the crop
     transform / the stored landmarks (zero-phase, so no lag, unlike the tracker's causal One-Euro filter).
     max_yaw_deg: frames turned further away are skipped (the frontal mesh and crop break down).
@@ -313,7 +317,7 @@ def _check_video(path: Path, params: PrepareParams) -> tuple[float, int, tuple[i
         raise ValueError(
             f"'{path}' has no audio track; enrollment needs the person speaking (it learns lips from the sound)"
         )
-    fps = float(params.fps or info.fps)
+    fps = float(params.fps or min(info.fps, MAX_AUTO_FPS))
     if 0 < info.duration_s < params.min_usable_s:
         raise ValueError(
             f"'{path}' is {info.duration_s:.1f} s long; enrollment needs at least {params.min_usable_s:g} s of "
