@@ -35,7 +35,8 @@ class AvatarRenderer(Protocol):
     def render(self, mel_window: np.ndarray, lighting: Lighting, frame_index: int) -> RenderedFrame:
         """mel_window: float32 (mel_past_frames + 1 + mel_lookahead_frames, n_mels) log-mel, oldest first.
 
-        frame_index counts frames from the start of the stream; renderers use it for idle motion (blinks, sway).
+        frame_index counts frames at the renderer's own `fps` from the start of the stream (the pipeline converts
+        from the stream's rate); renderers use it for idle motion (blinks, sway).
         Called from one worker thread at a time, never concurrently.
         """
         ...

@@ -17,6 +17,7 @@ every frame is rendered.
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -49,6 +50,15 @@ class AudioSource(Protocol):
     def chunks(self, clock: Clock) -> AsyncIterator[AudioChunk]: ...
 
     def close(self) -> None: ...
+
+
+def motion_frame_index(stream_frame: int, stream_fps: float, renderer_fps: float) -> int:
+    """The renderer's own frame number at a stream frame's time.
+
+    An avatar enrolled at 25 fps streamed at 30 fps (or the other way round) would otherwise play its idle motion
+    (sway, blinks) 1.2x too fast or too slow; this way a recorded frame is now and then shown twice or skipped.
+    """
+    return int(math.floor(stream_frame * renderer_fps / stream_fps + 1e-9))
 
 
 @dataclass(frozen=True)
@@ -239,7 +249,9 @@ class Pipeline:
     def _render(self, window: MelWindow, lighting):
         # Runs on the render thread: nothing that touches the event loop.
         t0 = self.clock.now_s()
-        rendered = self.renderer.render(window.mel, lighting, window.frame_index)
+        rendered = self.renderer.render(
+            window.mel, lighting, motion_frame_index(window.frame_index, self.config.fps, self.renderer.fps)
+        )
         check_rendered(rendered, self.renderer.frame_size)
         return rendered, self.clock.now_s() - t0
 

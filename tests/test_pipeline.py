@@ -22,7 +22,7 @@ from stream.delay import AudioDelayLine
 from stream.features import MelFeatures
 from stream.file_source import FileSource
 from stream.lighting_state import LightingState
-from stream.pipeline import Pipeline, PipelineConfig
+from stream.pipeline import Pipeline, PipelineConfig, motion_frame_index
 from stream.queues import DropQueue, QueueClosed
 from stream.types import AudioChunk
 from test_stream_doubles import RecordingSink, SphereHeadRenderer, tone_after_silence
@@ -288,6 +288,22 @@ def test_offline_run_renders_every_frame_and_the_mouth_follows_the_audio():
     # The mouth (dark pixels around its place on the canvas) is closed in the silence and open in the tone.
     dark = [int((f.rgb[195:235, 120:200].max(axis=2) < 40).sum()) for f in sink.frames]
     assert max(dark[:14]) < min(dark[17:])
+
+
+def test_an_avatar_enrolled_at_25_fps_keeps_its_motion_speed_in_a_30_fps_stream():
+    seen = []
+
+    class Recording25(SphereHeadRenderer):
+        def render(self, mel_window, lighting, frame_index):
+            seen.append(frame_index)
+            return super().render(mel_window, lighting, frame_index)
+
+    sink = RecordingSink()
+    asyncio.run(_pipeline(np.zeros(16000, np.float32), Recording25(fps=25.0), [sink], realtime=False).run())
+    assert sink.indices == list(range(30))
+    assert seen == [k * 25 // 30 for k in range(30)]  # one second of stream shows the avatar's first 25 frames
+    assert seen[-1] == 24 and len(set(seen)) == 25
+    assert motion_frame_index(30, 25.0, 30.0) == 36 and motion_frame_index(7, 30.0, 30.0) == 7
 
 
 def test_frame_n_composites_while_frame_n_plus_1_renders_and_frames_leave_in_order():
