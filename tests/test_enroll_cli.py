@@ -142,3 +142,27 @@ def test_lip_coefficients_fill_skipped_frames_on_the_grid():
     full = np.stack([lip_coeffs(space, meshes[k], pose) for k in range(20)])
     np.testing.assert_allclose(grid[kept], full[kept], atol=1e-5)
     np.testing.assert_allclose(grid[3], full[2] + (full[5] - full[2]) / 3, atol=1e-5)  # linear between neighbours
+
+
+@pytest.mark.parametrize("scale, noted", [(2.2, True), (1.0, False)])
+def test_a_small_face_is_reported_as_soft_crops(tmp_path, monkeypatch, scale, noted):
+    from types import SimpleNamespace
+
+    from models.enroll import prepare as prepare_mod
+    from models.enroll.prepare import PrepareReport
+
+    report = PrepareReport(video="me.mp4", source_size_px=(640, 360), fps=30.0, total_frames=900, usable_frames=900,
+                           skipped_no_face=0, skipped_yaw=0, skipped_short_runs=0, longest_gap_s=0.0,
+                           detector_runs=1, track_fps=30.0, crops_fps=30.0)
+    turn = np.deg2rad(5.0)
+    affine = scale * np.array([[np.cos(turn), -np.sin(turn), 0.0], [np.sin(turn), np.cos(turn), 0.0]])
+    affine[:, 2] = (-40.0, 12.0)
+    fake = SimpleNamespace(report=report, image_to_crop=np.repeat(affine[None], 5, axis=0))
+    monkeypatch.setattr(prepare_mod, "prepare_video", lambda *a, **k: fake)
+    said = []
+    options = EnrollOptions(video=tmp_path / "me.mp4", name="me", out_dir=tmp_path, progress=False)
+    run = enroll_mod.EnrollRun(options, None, said.append)
+    enroll_mod._prepare(run)
+    assert run.figures["prepare"]["crop_upsampling"] == pytest.approx(scale)
+    notes = [s for s in said if "the face is small in this video" in s]
+    assert len(notes) == int(noted) and all(f"enlarged {scale:.1f}x" in n for n in notes)

@@ -127,14 +127,28 @@ def check_inputs(options: EnrollOptions) -> None:
 # ------------------------------------------------------------------------------------------------------ stages
 
 
+# Crops enlarged more than this from the video look visibly soft at the crop size.
+SOFT_CROP_UPSAMPLING = 1.5
+
+
+def soft_crop_note(upsampling: float, size_px: int) -> str:
+    return (f"note: the face is small in this video: its {size_px} px crops are enlarged {upsampling:.1f}x from the "
+            f"picture, so the avatar will look softer than it could; a closer or higher-resolution recording gives "
+            f"a sharper one")
+
+
 def _prepare(run: EnrollRun) -> None:
-    from models.enroll.prepare import prepare_video
+    from models.enroll.prepare import crop_upsampling, prepare_video
 
     pv = prepare_video(run.options.video, run.workdir, size_px=run.options.size_px, progress=run.options.progress)
     r = pv.report
     run.values["prepared"] = pv
+    upsampling = crop_upsampling(pv.image_to_crop)
     run.figures["prepare"] = {"usable_frames": r.usable_frames, "total_frames": r.total_frames,
-                              "usable_s": round(r.usable_s, 1), "fps": r.fps, "longest_gap_s": round(r.longest_gap_s, 2)}
+                              "usable_s": round(r.usable_s, 1), "fps": r.fps,
+                              "longest_gap_s": round(r.longest_gap_s, 2), "crop_upsampling": round(upsampling, 2)}
+    if upsampling > SOFT_CROP_UPSAMPLING:
+        run.say(soft_crop_note(upsampling, run.options.size_px))
 
 
 def _expression(run: EnrollRun) -> None:

@@ -476,6 +476,13 @@ def _image_to_crop(layout: CropLayout, sim: np.ndarray) -> np.ndarray:
     ).astype(np.float64)
 
 
+def crop_upsampling(image_to_crop: np.ndarray) -> float:
+    """Median crop px per source px over the frames (N, 2, 3): above 1 the crops are enlarged from the video, as
+    for a face that is small in the picture, and the avatar is that much softer than its crop size."""
+    scale = np.sqrt(np.abs(np.linalg.det(np.asarray(image_to_crop, np.float64)[:, :, :2])))
+    return float(np.median(scale)) if scale.size else 0.0
+
+
 def crop_rect(image_to_crop: np.ndarray, size_px: int) -> RotatedRect:
     """The crop as a rotated square in image px (for models.face.crop.sample_crop)."""
     inv = np.linalg.inv(np.vstack([image_to_crop, [0.0, 0.0, 1.0]]))[:2]
