@@ -11,6 +11,9 @@ Inputs are the decoder's RGB (the YUV matrix already applied, tagged BT.2020 in 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from models.colour import linear_to_srgb
@@ -61,6 +64,24 @@ def pq_to_nits(signal: np.ndarray) -> np.ndarray:
     return 10000.0 * (np.maximum(p - _PQ_C1, 0.0) / (_PQ_C2 - _PQ_C3 * p)) ** (1.0 / _PQ_M1)
 
 
+def relative_linear_to_signal(relative_709: np.ndarray, transfer: int) -> np.ndarray:
+    """The way back, for making test recordings: linear BT.709 RGB (1.0 = reference white, up to the display's
+    peak) -> HLG or PQ signal in BT.2020, float64 in [0, 1]; what `hdr_to_relative_linear` reads as the same RGB."""
+    rgb = np.asarray(relative_709, np.float64) @ np.linalg.inv(BT2020_TO_BT709.astype(np.float64)).T
+    rgb = np.maximum(rgb, 0.0)
+    if transfer == TRC_PQ:
+        y = (rgb * REFERENCE_WHITE_NITS / 10000.0) ** _PQ_M1
+        return np.clip(((_PQ_C1 + _PQ_C2 * y) / (1.0 + _PQ_C3 * y)) ** _PQ_M2, 0.0, 1.0)
+    if transfer != TRC_HLG:
+        raise ValueError(f"not an HDR transfer: {transfer} (expected {TRC_PQ} PQ or {TRC_HLG} HLG)")
+    # Inverse OOTF: display light Fd = peak * Ys^(gamma - 1) * E, with Yd = peak * Ys^gamma.
+    display = rgb * REFERENCE_WHITE_NITS / HLG_DISPLAY_PEAK_NITS
+    ys = np.maximum(display @ BT2020_LUMA.astype(np.float64), 1e-12) ** (1.0 / HLG_SYSTEM_GAMMA)
+    e = np.clip(display / ys[..., None] ** (HLG_SYSTEM_GAMMA - 1.0), 0.0, 1.0)
+    high = _HLG_A * np.log(np.maximum(12.0 * e - _HLG_B, 1e-12)) + _HLG_C
+    return np.where(e <= 1.0 / 12.0, np.sqrt(3.0 * e), high)
+
+
 def _signal_lut(transfer: int) -> np.ndarray:
     """Per-channel part of the conversion for every 16-bit code: HLG scene light, or PQ light / reference white."""
     codes = np.arange(65536, dtype=np.float64) / 65535.0
@@ -109,15 +130,32 @@ def hdr_to_relative_linear(rgb16: np.ndarray, transfer: int, primaries: int) -> 
     return np.moveaxis(_relative_linear_planes(rgb16, transfer, primaries), 0, -1)
 
 
-def hdr_to_srgb8(rgb16: np.ndarray, transfer: int, primaries: int) -> np.ndarray:
-    """Decoded HDR RGB (uint16 (H, W, 3)) -> uint8 sRGB as an SDR picture of the same scene."""
+def _srgb8_band(rgb16: np.ndarray, transfer: int, primaries: int, out: np.ndarray) -> None:
     planes = _relative_linear_planes(rgb16, transfer, primaries)
     peak = np.maximum(np.maximum(planes[0], planes[1]), planes[2])
     np.maximum(peak, np.float32(1.0), out=peak)
     np.multiply(planes, np.float32(65535.0) / peak, out=planes)  # highlights to SDR white along their own hue
     planes += np.float32(0.5)
     codes = planes.astype(np.uint16)
-    out = np.empty(codes.shape[1:] + (3,), np.uint8)
     for i in range(3):
         out[..., i] = _SRGB8_OF_LINEAR16[codes[i]]
+
+
+# Bands of rows small enough to stay in cache, converted on every core (NumPy releases the GIL in these loops):
+# 4K HLG 195 -> 63 ms per frame on this 2-core machine, 1080p 48 -> ~16 ms.
+_BAND_ROWS = 64
+_workers: ThreadPoolExecutor | None = None
+
+
+def hdr_to_srgb8(rgb16: np.ndarray, transfer: int, primaries: int) -> np.ndarray:
+    """Decoded HDR RGB (uint16 (H, W, 3)) -> uint8 sRGB as an SDR picture of the same scene."""
+    global _workers
+    if _workers is None:
+        _workers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="hdr")
+    rgb16 = np.asarray(rgb16, np.uint16)
+    out = np.empty(rgb16.shape[:-1] + (3,), np.uint8)
+    starts = range(0, rgb16.shape[0], _BAND_ROWS)
+    for _ in _workers.map(lambda r: _srgb8_band(rgb16[r:r + _BAND_ROWS], transfer, primaries,
+                                                out[r:r + _BAND_ROWS]), starts):
+        pass
     return out

@@ -104,3 +104,11 @@ def test_highlights_above_reference_white_keep_their_hue():
     linear = srgb_to_linear(out / 255.0)
     assert out[0] == 255
     np.testing.assert_allclose(linear / linear[0], [1.0, 0.6, 0.2], atol=0.02)
+
+
+@pytest.mark.parametrize("transfer, signal", [(TRC_HLG, _hlg_signal), (TRC_PQ, _pq_signal)])
+def test_the_way_back_for_test_recordings_matches_the_standards_curves(transfer, signal):
+    from models.hdr_video import relative_linear_to_signal
+
+    rgb = srgb_to_linear(_picture() / 255.0).astype(np.float64)
+    np.testing.assert_allclose(relative_linear_to_signal(rgb, transfer), signal(rgb @ BT709_TO_BT2020.T), atol=2e-4)
