@@ -333,7 +333,7 @@ def test_expression_stage_runs_on_prepared_frames_and_is_reused(prepared, tmp_pa
 
 
 def test_inflated_silhouette_faces_outward_at_its_edges_only():
-    from models.enroll.prepare import inflated_silhouette_normals
+    from models.enroll.frame_layers import inflated_silhouette_normals
 
     yy, xx = np.mgrid[0:100, 0:100]
     person = ((xx - 50) ** 2 + (yy - 40) ** 2 < 30 ** 2) | (yy > 80)  # a head, and a body cut off by the border
@@ -346,7 +346,7 @@ def test_inflated_silhouette_faces_outward_at_its_edges_only():
 
 
 def test_edge_feathering_smooths_the_step_between_mesh_and_fill_only():
-    from models.enroll.prepare import edge_band, feather_edges
+    from models.enroll.frame_layers import edge_band, feather_edges
 
     covered = np.zeros((40, 40), bool)
     covered[:, :20] = True  # the mesh on the left, what fills around it on the right
@@ -369,7 +369,7 @@ def test_edge_feathering_smooths_the_step_between_mesh_and_fill_only():
 
 
 def test_head_ellipsoid_turns_into_the_silhouette_without_a_step_at_its_rim():
-    from models.enroll.prepare import _into_silhouette
+    from models.enroll.frame_layers import _into_silhouette
 
     # A row across the ellipsoid's right rim inside wider hair: the ellipsoid's normal turns to grazing, the
     # silhouette's (hair) still faces the camera, and past the rim only the silhouette is there.
