@@ -290,8 +290,11 @@ def fade_crop_edges(matte_u8: np.ndarray, frac: float = CROP_EDGE_FADE_FRAC) -> 
     s = matte_u8.shape[-1]
     ramp = np.clip((np.arange(s) + 0.5) / max(frac * s, 1.0), 0.0, 1.0)
     across = np.minimum(ramp, ramp[::-1])
-    window = ramp[:, None] * across[None, :]
-    return np.round(matte_u8 * window).astype(np.uint8)
+    window = (ramp[:, None] * across[None, :]).astype(np.float32)
+    out = np.empty_like(matte_u8, dtype=np.uint8)
+    for i in range(matte_u8.shape[0]):  # a frame at a time: the whole loop in float would be 8x its size
+        out[i] = np.round(matte_u8[i] * window)
+    return out
 
 
 class BundleRenderer:

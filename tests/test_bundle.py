@@ -106,3 +106,64 @@ def test_learned_lighting_is_the_manifests_sh_and_key_light(tmp_path, tiny_onnx)
     np.testing.assert_allclose(lit.light_colours, key["colours"])
     bare = load_bundle(_write(tmp_path, tiny_onnx, sh_coeffs=sh)).learned_lighting()  # no key recorded: SH only
     assert bare.num_lights == 0
+
+
+def _moving_frames(n: int = 12) -> np.ndarray:
+    """uint8 (n, 32, 32, 3): a textured picture drifting a pixel per frame, like aligned crops of one face."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    return np.stack([texture[:, k:k + 32] for k in range(n)])
+
+
+def test_frame_sequences_are_stored_as_deflated_differences_and_load_exactly(tmp_path, tiny_onnx):
+    frames = _moving_frames()
+    matte = np.zeros((12, 32, 32), np.uint8)
+    matte[:, 8:24, 8:24] = 255
+    path = _write(tmp_path, tiny_onnx, arrays={"idle_albedo": frames, "idle_matte": matte,
+                                               "basis": np.ones((3, 4), np.float32)})
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["arrays"]["idle_albedo"]["file"] == "idle_albedo.npz"
+    assert manifest["arrays"]["idle_albedo"]["encoding"] == "frame-delta-deflate"
+    assert manifest["arrays"]["basis"]["file"] == "basis.npy" and "encoding" not in manifest["arrays"]["basis"]
+    # A still matte's differences are zeros after its first frame: it stores in almost nothing.
+    assert (path / "idle_matte.npz").stat().st_size < matte.nbytes / 20
+    bundle = load_bundle(path)
+    np.testing.assert_array_equal(bundle.arrays["idle_albedo"], frames)
+    np.testing.assert_array_equal(bundle.arrays["idle_matte"], matte)
+    assert bundle.arrays["idle_albedo"].dtype == np.uint8
+
+
+def test_frame_differences_wrap_exactly():
+    from models.bundle import frame_deltas, undo_frame_deltas
+
+    frames = np.array([[0, 255, 7], [255, 0, 7], [1, 254, 200]], np.uint8)[:, None, None, :]
+    deltas = frame_deltas(frames)
+    assert deltas.dtype == np.uint8 and deltas[1, 0, 0, 0] == 255 and deltas[1, 0, 0, 1] == 1
+    np.testing.assert_array_equal(undo_frame_deltas(deltas), frames)
+    still = np.repeat(frames[:1], 5, axis=0)
+    assert not frame_deltas(still)[1:].any()  # a still picture stores as zeros after its first frame
+
+
+def test_format_1_bundles_still_load(tmp_path, tiny_onnx):
+    path = _write(tmp_path, tiny_onnx, arrays={"albedo": np.zeros((4, 8, 8, 3), np.float16)})
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert load_bundle(path).arrays["albedo"].shape == (4, 8, 8, 3)
+
+
+def test_refuses_unreadable_or_unknown_array_encoding(tmp_path, tiny_onnx):
+    import hashlib
+
+    path = _write(tmp_path, tiny_onnx, arrays={"idle_albedo": _moving_frames(4)})
+    (path / "idle_albedo.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["sha256"]["idle_albedo.npz"] = hashlib.sha256((path / "idle_albedo.npz").read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="array 'idle_albedo' .*idle_albedo.npz.* cannot be read"):
+        load_bundle(path)
+    manifest["arrays"]["idle_albedo"]["encoding"] = "jpeg"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="encoding 'jpeg'"):
+        load_bundle(path)

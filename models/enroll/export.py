@@ -5,9 +5,11 @@ torch under ONNX Runtime on real frames (max abs difference <= ONNX_TOLERANCE) b
 loop's layers are the decomposition of its frames with the reconstruction residual folded into the albedo (see
 models/enroll/decompose.py), encoded as the contract says (uint8 per channel).
 
-Bundle size: an idle frame costs 8 bytes per pixel (albedo 3, normals 3, C_spec 1, matte 1), 512 KiB at 256 px, and
-the bundle format stores plain .npy. The loop therefore gets as many frames as fit `max_bundle_mb` after the nets and
-fixed arrays (about 2 s at 256 px / 25 fps for 30 MB; played ping-pong, a 4 s cycle), never more than asked.
+Bundle size: an idle frame holds 8 bytes per pixel (albedo 3, normals 3, C_spec 1, matte 1), 512 KiB at 256 px; the
+bundle stores the layers as frame-to-frame differences, deflated (models/bundle.py), 4-6x smaller. The loop gets the
+frames asked for (the enrollment's chosen idle loop, else `idle_loop_s`) or, when their stored size does not fit
+`max_bundle_mb` after the nets and fixed arrays, fewer: the loop is cut in proportion, measured again, and played
+ping-pong.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.bundle import NetSpec, write_bundle
+from models.bundle import NetSpec, stored_bytes, write_bundle
 from models.colour import linear_to_srgb
 from models.enroll.decompose import DecompositionModelTorch, LayerStack, decompose_prepared, load_model
 from models.enroll.expression import ExpressionSpace, IdleLoop, select_idle_loop
@@ -93,7 +95,21 @@ def pose_matrices(prepared, frames: np.ndarray) -> np.ndarray:
 
 
 def idle_frame_bytes(size_px: int) -> int:
-    return size_px * size_px * 8 + 468 * 3 * 4 + 16 * 4 + 2 * 4 + 4 * 128  # layers, mesh, pose, box, npy headers
+    """An idle frame's bytes uncompressed (layers, mesh, pose, box, headers); stored, the layers take 4-6x less."""
+    return size_px * size_px * 8 + 468 * 3 * 4 + 16 * 4 + 2 * 4 + 4 * 128
+
+
+def _idle_arrays(prepared, decomposition, mouth_state: dict, frames: np.ndarray, s: int, m: int) -> dict:
+    layers = decompose_prepared(decomposition, prepared, frames, fold_residual=True)
+    # Composited over new backgrounds live: the soft edge carries the person's colour, not the recorded wall's.
+    layers = dataclasses.replace(layers, albedo=decontaminate_edges(layers.albedo, layers.matte))
+    arrays = encode_layers(layers)
+    arrays["idle_landmarks"] = prepared.landmarks_px[frames].astype(np.float32)
+    arrays["idle_pose"] = pose_matrices(prepared, frames)
+    arrays["idle_mouth_box"] = np.stack([mouth_box(prepared.landmarks_px[i], s, m,
+                                                   mouth_state["params"]["box_center_down_frac"])
+                                         for i in frames]).astype(np.int32)
+    return arrays
 
 
 # ------------------------------------------------------------------------------------------------------------ ONNX
@@ -255,20 +271,23 @@ def export_bundle(
         onnx_files, diffs = export_nets(tmp, decomposition, mouth, s, m, probe)
         fixed_bytes = sum(p.stat().st_size for p, _ in onnx_files.values()) + a2e_path.stat().st_size
         fixed_bytes += sum(a.nbytes for a in fixed.values()) + 64 * 1024  # manifest + headers
-        max_frames = int((max_bundle_mb * MIB - fixed_bytes) // idle_frame_bytes(s))
-        if max_frames < 2:
-            raise ValueError(f"max_bundle_mb={max_bundle_mb} leaves room for {max_frames} idle frames at {s} px")
-        frames, loop_mode = choose_idle_frames(prepared, idle_loop, max_frames, idle_loop_s)
-
-        layers = decompose_prepared(decomposition, prepared, frames, fold_residual=True)
-        # Composited over new backgrounds live: the soft edge carries the person's colour, not the recorded wall's.
-        layers = dataclasses.replace(layers, albedo=decontaminate_edges(layers.albedo, layers.matte))
-        arrays = {**encode_layers(layers), **fixed}
-        arrays["idle_landmarks"] = prepared.landmarks_px[frames].astype(np.float32)
-        arrays["idle_pose"] = pose_matrices(prepared, frames)
-        arrays["idle_mouth_box"] = np.stack([mouth_box(prepared.landmarks_px[i], s, m,
-                                                       mouth_state["params"]["box_center_down_frac"])
-                                             for i in frames]).astype(np.int32)
+        budget = max_bundle_mb * MIB - fixed_bytes
+        # How well the layers compress depends on the clip's motion: measure it on the loop wanted, and if that does
+        # not fit, shorten the loop in proportion and measure again.
+        wanted = (idle_loop.end - idle_loop.start if idle_loop is not None
+                  else min(int(round(idle_loop_s * prepared.fps)), prepared.frame_count))
+        max_frames = max(2, wanted)
+        while True:
+            frames, loop_mode = choose_idle_frames(prepared, idle_loop, max_frames, idle_loop_s)
+            idle = _idle_arrays(prepared, decomposition, mouth_state, frames, s, m)
+            idle_bytes = sum(stored_bytes(a) for a in idle.values())
+            if idle_bytes <= budget:
+                break
+            fewer = int(frames.size * budget / idle_bytes * 0.97)
+            if fewer < 2:
+                raise ValueError(f"max_bundle_mb={max_bundle_mb} leaves room for fewer than 2 idle frames at {s} px")
+            max_frames = min(fewer, frames.size - 1)
+        arrays = {**idle, **fixed}
         spec_dirs, spec_rgb = decomposition.specular_lights()
         info = {
             "mouth_px": m,
