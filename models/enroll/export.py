@@ -202,16 +202,18 @@ def _onnx_io(path: Path) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
 
 def choose_idle_frames(prepared, loop: IdleLoop | None, max_frames: int, requested_s: float) -> tuple[np.ndarray, str]:
     """The stored idle frames (positions, playback order for 'forward', the forward half for 'pingpong') and the
-    bundle's loop mode. A given loop longer than the budget is shortened and played ping-pong (its seam was chosen
-    for the full length)."""
+    bundle's loop mode. A given loop that fits is kept; one longer than the budget is replaced by the best loop of
+    the budget's length (its seam chosen for that length, so it may still play forward); without a loop, one of
+    `requested_s` (at most the budget) is chosen."""
     fps = prepared.fps
-    want = max(2, min(max_frames, int(round(requested_s * fps))))
-    if loop is None:
-        slack = min(int(round(0.5 * fps)), max(want // 4, 0))
-        thumbs = np.stack([prepared._read("thumbs", i) for i in range(prepared.frame_count)])
-        loop = select_idle_loop(prepared.landmarks_px, fps, length_s=(want - slack) / fps,
-                                source_frame_index=prepared.source_frame_index, thumbnails=thumbs,
-                                end_slack_s=slack / fps)
+    if loop is not None and loop.end - loop.start <= max_frames:
+        return np.arange(loop.start, loop.end), "pingpong" if loop.mode == "pingpong" else "forward"
+    want = max(2, max_frames if loop is not None else min(max_frames, int(round(requested_s * fps))))
+    slack = min(int(round(0.5 * fps)), max(want // 4, 0))
+    thumbs = np.stack([prepared._read("thumbs", i) for i in range(prepared.frame_count)])
+    loop = select_idle_loop(prepared.landmarks_px, fps, length_s=(want - slack) / fps,
+                            source_frame_index=prepared.source_frame_index, thumbnails=thumbs,
+                            end_slack_s=slack / fps)
     frames = np.arange(loop.start, loop.end)
     if frames.size > max_frames:
         return frames[:max_frames], "pingpong"
