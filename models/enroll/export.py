@@ -8,8 +8,7 @@ models/enroll/decompose.py), encoded as the contract says (uint8 per channel).
 Bundle size: an idle frame holds 8 bytes per pixel (albedo 3, normals 3, C_spec 1, matte 1), 512 KiB at 256 px; the
 bundle stores the layers as frame-to-frame differences, deflated (models/bundle.py), 4-6x smaller. The loop gets the
 frames asked for (the enrollment's chosen idle loop, else `idle_loop_s`) or, when their stored size does not fit
-`max_bundle_mb` after the nets and fixed arrays, fewer: the loop is cut in proportion, measured again, and played
-ping-pong.
+`max_bundle_mb` after the nets and fixed arrays, the best loop of a length shorter in proportion, measured again.
 """
 
 from __future__ import annotations
