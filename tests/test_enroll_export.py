@@ -113,3 +113,18 @@ def test_bundle_size_budget_limits_the_idle_loop(enrolled):
     assert 2 <= small.idle_frames < 25
     with pytest.raises(ValueError, match="leaves room"):
         export_bundle(wd, root / "none", "tiny", a2e=a2e, expression=space, max_bundle_mb=0.05)
+
+
+def test_a_given_loop_too_long_for_the_budget_is_replaced_by_a_shorter_one(enrolled):
+    from models.enroll.expression import IdleLoop
+
+    wd, prepared, space, a2e, root = enrolled
+    n = prepared.frame_count
+    whole = IdleLoop(frame_indices=np.arange(n), start=0, end=n, mode="cut", seam_cost=1.0, mouth_opening_mean=0.0,
+                     fps=prepared.fps)
+    roomy = export_bundle(wd, root / "roomy", "tiny", a2e=a2e, expression=space, idle_loop=whole, max_bundle_mb=30)
+    assert roomy.idle_frames == n and roomy.idle_loop_mode == "forward"  # fits: kept as given
+    tight = export_bundle(wd, root / "tight", "tiny", a2e=a2e, expression=space, idle_loop=whole, max_bundle_mb=0.6)
+    assert 2 <= tight.idle_frames < n and tight.bytes_total <= 0.6 * MIB
+    info = load_bundle(tight.path).info
+    assert info["idle_frames"][1] - info["idle_frames"][0] == tight.idle_frames
