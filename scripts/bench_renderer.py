@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Per-frame time of the bundle renderer (stream/bundle_renderer.py), whole and by step, as JSON.
+"""Per-frame time of the bundle renderer (stream/bundle_renderer.py), whole and by step, its load time and resident
+memory, as JSON.
 
     .venv/bin/python scripts/bench_renderer.py                      # the default avatar, else a 256 px fixture
     .venv/bin/python scripts/bench_renderer.py --bundle PATH        # any bundle
@@ -45,6 +46,15 @@ def _fixture_bundle(folder: Path, size_px: int, mouth_px: int) -> Path:
                                 mouth_widths=(24, 48, 96), n_lip=14).path
 
 
+def _rss_mb() -> float:
+    """This process's resident memory now (Linux /proc), MB; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, help="bundle folder (default: models/avatars/default if present)")
@@ -68,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         bundle, kind = DEFAULT_BUNDLE, "default avatar"
     else:
         bundle, kind = _fixture_bundle(Path(tmp.name), args.size_px, args.mouth_px), "random-init fixture"
+    rss_before = _rss_mb()
+    t_load = time.perf_counter()
     r = BundleRenderer(bundle, use_shading_net=False if args.no_shading_net else None, threads=args.threads)
+    load_s = time.perf_counter() - t_load
+    rss_loaded = _rss_mb()
     lighting = resolve_lighting(args.light)
     rng = np.random.default_rng(0)
     t = r.mel_past_frames + 1 + r.mel_lookahead_frames
@@ -112,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         "lighting": args.light,
         "lights": lighting.num_lights,
         "frames": args.frames,
+        "idle_frames": r.n_idle_frames,
+        "load_s": round(load_s, 2),
+        "rss_mb": {"before_load": round(rss_before, 1), "after_load": round(rss_loaded, 1),
+                   "after_frames": round(_rss_mb(), 1)},
         "steps_ms": {k: _percentiles_ms(v) for k, v in steps.items()},
         "renderer_fps": round(args.frames / wall_s, 1),
         "cpu_ms_per_frame": round(cpu_per_frame_ms, 2),
