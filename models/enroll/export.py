@@ -6,7 +6,7 @@ loop's layers are the decomposition of its frames with the reconstruction residu
 models/enroll/decompose.py), encoded as the contract says (uint8 per channel).
 
 Bundle size: an idle frame holds 8 bytes per pixel (albedo 3, normals 3, C_spec 1, matte 1), 512 KiB at 256 px; the
-bundle stores the layers as frame-to-frame differences, deflated (models/bundle.py), 4-6x smaller. The loop gets the
+bundle stores the layers as frame-to-frame differences, deflated (models/bundle.py), 3-5x smaller. The loop gets the
 frames asked for (the enrollment's chosen idle loop, else `idle_loop_s`) or, when their stored size does not fit
 `max_bundle_mb` after the nets and fixed arrays, the best loop of a length shorter in proportion, measured again.
 """
@@ -94,7 +94,7 @@ def pose_matrices(prepared, frames: np.ndarray) -> np.ndarray:
 
 
 def idle_frame_bytes(size_px: int) -> int:
-    """An idle frame's bytes uncompressed (layers, mesh, pose, box, headers); stored, the layers take 4-6x less."""
+    """An idle frame's bytes uncompressed (layers, mesh, pose, box, headers); stored, the layers take 3-5x less."""
     return size_px * size_px * 8 + 468 * 3 * 4 + 16 * 4 + 2 * 4 + 4 * 128
 
 
