@@ -59,6 +59,7 @@ def test_bundle_round_trip_and_onnx_runtime(enrolled):
     bundle = load_bundle(report.path)
     n = report.idle_frames
     assert 2 <= n <= 15 and report.idle_loop_mode in ("pingpong", "forward")
+    assert 0 < report.elapsed_s < 300  # seconds this export took
     assert set(bundle.nets) == {"decomposition", "mouth", "shading", "audio_to_expression"}
     a = bundle.arrays
     assert a["idle_albedo"].shape == (n, S, S, 3) and a["idle_albedo"].dtype == np.uint8

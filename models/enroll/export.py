@@ -37,6 +37,7 @@ OPSET = 17
 ONNX_TOLERANCE = 1e-3
 MEL_FRAME_MS = 10.0
 MIB = 1 << 20
+SIZE_SAMPLE_FRAMES = 48  # consecutive idle frames whose stored size estimates the loop's
 
 
 @dataclass(frozen=True)
@@ -273,11 +274,16 @@ def export_bundle(
         fixed_bytes = sum(p.stat().st_size for p, _ in onnx_files.values()) + a2e_path.stat().st_size
         fixed_bytes += sum(a.nbytes for a in fixed.values()) + 64 * 1024  # manifest + headers
         budget = max_bundle_mb * MIB - fixed_bytes
-        # How well the layers compress depends on the clip's motion: measure it on the loop wanted, and if that does
-        # not fit, shorten the loop in proportion and measure again.
+        # How well the layers compress depends on the clip's motion: estimate it on a run of the frames wanted (the
+        # whole loop would cost a decomposition of every frame just to measure), then check the loop chosen and
+        # shorten it in proportion while it does not fit.
         wanted = (idle_loop.end - idle_loop.start if idle_loop is not None
                   else min(int(round(idle_loop_s * prepared.fps)), prepared.frame_count))
-        max_frames = max(2, wanted)
+        first = idle_loop.start if idle_loop is not None else 0
+        sample = np.arange(first, first + min(wanted, SIZE_SAMPLE_FRAMES))
+        sample_bytes = sum(stored_bytes(a) for a in _idle_arrays(prepared, decomposition, mouth_state, sample, s,
+                                                                    m).values())
+        max_frames = max(2, min(wanted, int(budget / (sample_bytes / sample.size) * 0.97)))
         while True:
             frames, loop_mode = choose_idle_frames(prepared, idle_loop, max_frames, idle_loop_s)
             idle = _idle_arrays(prepared, decomposition, mouth_state, frames, s, m)
