@@ -181,7 +181,7 @@ async def run_pipeline(renderer, audio: np.ndarray, sinks: list, args, realtime:
         BackgroundSet(None, args.canvas),
         sinks,
         PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
-                       avatar_height_frac=args.avatar_height),
+                       avatar_height_frac=args.avatar_height, voice_gate_db=args.voice_gate_db),
         clock,
     )
     return await pipeline.run()
@@ -314,6 +314,7 @@ async def bench(renderer, args) -> tuple[dict, np.ndarray]:
     report = stats.report()
     report.update({
         "avatar": args.avatar or "models/avatars/default",
+        "voice_gate_db": args.voice_gate_db,
         "avatar_px": list(renderer.frame_size),
         "renderer_lookahead_ms": renderer.lookahead_ms,
         "fps_target": args.fps,
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--avatar-height", type=float, default=1.0, help="as relitcam run: fraction of the canvas height")
     p.add_argument("--light", default="studio_key")
     p.add_argument("--burst", choices=("speech", "tone"), default="speech")
+    p.add_argument("--voice-gate-db", type=float, help="as relitcam run (stream/voice_gate.py); default off")
     p.add_argument("--onsets", type=int, default=6)
     p.add_argument("--silence-s", type=float, default=1.0)
     p.add_argument("--burst-s", type=float, default=0.5)

@@ -86,6 +86,7 @@ def main() -> int:
     p.add_argument("--snr-db", type=float, nargs="+", default=[20.0, 10.0, 5.0])
     p.add_argument("--noises", nargs="+", choices=("pink", "babble"), default=["pink", "babble"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voice-gate-db", type=float, help="passed to relitcam run (stream/voice_gate.py)")
     args = p.parse_args()
 
     relitcam = str(Path(sys.executable).with_name("relitcam"))
@@ -97,7 +98,7 @@ def main() -> int:
                                               for snr in args.snr_db]
     made = {}
     report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "speech": str(args.speech),
-              "avatar": args.avatar or "embedded default", "conditions": {}}
+              "avatar": args.avatar or "embedded default", "voice_gate_db": args.voice_gate_db, "conditions": {}}
     for name, kind, snr in conditions:
         if kind is not None and kind not in made:
             made[kind] = noises[kind]()
@@ -105,7 +106,8 @@ def main() -> int:
         wav, driven, scored = (args.out / f"{name}{suffix}" for suffix in (".wav", "_driven.mp4", "_clean_audio.mp4"))
         write_wav(wav, mix, AUDIO_RATE_HZ)
         run = [relitcam, "run", "--source", "file", "--audio", str(wav), "--offline", "--fps", "30", "--mp4",
-               str(driven)] + (["--avatar", args.avatar] if args.avatar else [])
+               str(driven)] + (["--avatar", args.avatar] if args.avatar else []) + \
+              (["--voice-gate-db", str(args.voice_gate_db)] if args.voice_gate_db else [])
         subprocess.run(run, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with_clean_audio(driven, speech, scored)
         sync_json = args.out / f"{name}_sync.json"

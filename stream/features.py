@@ -14,6 +14,7 @@ from models.audio import MelRingBuffer, MelSpec
 from models.audio.window import mel_frame_for_video_frame
 from stream.clock import FrameGrid
 from stream.types import AudioChunk, MelWindow
+from stream.voice_gate import VoiceGate
 
 # Mel frames kept beyond one window, so a large chunk (files read as fast as possible) cannot push a frame's
 # window out of the ring before it is cut.
@@ -23,7 +24,8 @@ _HISTORY_SLACK_FRAMES = 400
 class MelFeatures:
     """process(chunk) -> the MelWindows that chunk completed (zero, one or several)."""
 
-    def __init__(self, fps: float, past_frames: int, lookahead_frames: int, spec: MelSpec = MelSpec()) -> None:
+    def __init__(self, fps: float, past_frames: int, lookahead_frames: int, spec: MelSpec = MelSpec(),
+                 gate: VoiceGate | None = None) -> None:
         if past_frames < 0 or lookahead_frames < 0:
             raise ValueError(f"mel past/lookahead frames must be >= 0, got {past_frames} and {lookahead_frames}")
         self.grid = FrameGrid(fps)
@@ -32,6 +34,10 @@ class MelFeatures:
         self.lookahead_frames = lookahead_frames
         self.window_frames = past_frames + 1 + lookahead_frames
         self._ring = MelRingBuffer(spec, history_frames=self.window_frames + _HISTORY_SLACK_FRAMES)
+        # The gate's verdict per mel row, for the rows the ring still holds (row index = _gate_first + position).
+        self.gate = gate
+        self._gate_open = np.zeros(0, bool)
+        self._gate_first = 0
         self._next_frame = 0
         self._samples_in = 0
         self._last_arrival_s = 0.0
@@ -53,8 +59,15 @@ class MelFeatures:
             raise ValueError(f"audio chunk starts at sample {chunk.start_sample}, expected {self._samples_in}")
         self._samples_in = chunk.end_sample
         self._last_arrival_s = chunk.arrival_s
-        self._ring.push(chunk.samples)
+        self._push(chunk.samples)
         return self._ready_windows(chunk)
+
+    def _push(self, samples: np.ndarray) -> None:
+        rows = self._ring.push(samples)
+        if self.gate is not None and len(rows):
+            keep = self._ring.history_frames
+            self._gate_open = np.concatenate([self._gate_open, self.gate.update(rows)])[-keep:]
+            self._gate_first = self._ring.frames_emitted - self._gate_open.size
 
     def flush(self, now_s: float) -> list[MelWindow]:
         """At end of stream: the frames whose pts lie inside the audio but whose lookahead ran past its end.
@@ -66,7 +79,7 @@ class MelFeatures:
         windows: list[MelWindow] = []
         pad = np.zeros(self.spec.hop_length, np.float32)
         while self._next_frame < last_frame:
-            self._ring.push(pad)
+            self._push(pad)
             windows += self._ready_windows(None, now_s=now_s, limit_frame=last_frame)
         return windows
 
@@ -81,6 +94,12 @@ class MelFeatures:
                 break
             first_needed = centre - self.past_frames
             recent = self._ring.recent(emitted - first_needed)
+            if self.gate is not None:
+                rows = np.arange(first_needed, first_needed + recent.shape[0]) - self._gate_first
+                known = (rows >= 0) & (rows < self._gate_open.size)
+                closed = np.zeros(recent.shape[0], bool)
+                closed[known] = ~self._gate_open[rows[known]]
+                recent[closed] = self.spec.silence_value
             if chunk is None:
                 # Rows past the real audio are padding's frames; the offline windows hold silence there.
                 real_rows = self.spec.n_frames(self._samples_in) - first_needed

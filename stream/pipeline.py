@@ -17,8 +17,8 @@ every frame is rendered.
 from __future__ import annotations
 
 import asyncio
-import math
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +38,7 @@ from stream.queues import DropQueue, QueueClosed
 from stream.sink import Sink, SinkRunner
 from stream.stats import PipelineStats
 from stream.types import AudioChunk, Frame, MelWindow
+from stream.voice_gate import VoiceGate
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class PipelineConfig:
     queue_frames: int = 2  # depth of the render queue and of each sink's queue
     avatar_height_frac: float = 1.0  # the avatar's height on the canvas, as a fraction of it (checked by fit_avatar)
     heap_trim_s: float = 5.0  # hand freed heap memory back to the OS this often (stream/heap.py); 0: never
+    voice_gate_db: float | None = None  # treat audio this far under the speaker's loud level as silence (voice_gate)
 
     def __post_init__(self) -> None:
         if self.fps not in (25.0, 30.0):
@@ -80,6 +82,8 @@ class PipelineConfig:
             raise ValueError(f"queue_frames must be >= 1, got {self.queue_frames}")
         if self.heap_trim_s < 0:
             raise ValueError(f"heap_trim_s must be >= 0 (0: never), got {self.heap_trim_s}")
+        if self.voice_gate_db is not None and not self.voice_gate_db > 0:
+            raise ValueError(f"voice_gate_db must be positive (dB under the speaker's level), got {self.voice_gate_db}")
 
 
 class LatencyEstimate:
@@ -119,7 +123,8 @@ class Pipeline:
         self.config = config
         self.clock = clock or MonotonicClock()
         self.stats = PipelineStats()
-        self.features = MelFeatures(config.fps, renderer.mel_past_frames, renderer.mel_lookahead_frames)
+        gate = VoiceGate(below_peak_db=config.voice_gate_db) if config.voice_gate_db is not None else None
+        self.features = MelFeatures(config.fps, renderer.mel_past_frames, renderer.mel_lookahead_frames, gate=gate)
         self.compositor = Compositor(config.canvas_size_px, renderer.frame_size, config.avatar_height_frac)
         self.latency = LatencyEstimate(self.features.lookahead_ms + 1000.0 / config.fps)
         self._sinks = [SinkRunner(s, self.stats, config.queue_frames, lossless=not config.realtime) for s in sinks]

@@ -306,6 +306,16 @@ def test_an_avatar_enrolled_at_25_fps_keeps_its_motion_speed_in_a_30_fps_stream(
     assert motion_frame_index(30, 25.0, 30.0) == 36 and motion_frame_index(7, 30.0, 30.0) == 7
 
 
+def test_with_the_voice_gate_the_mouth_still_follows_the_speakers_tone():
+    renderer = SphereHeadRenderer()
+    sink = RecordingSink(keep_frames=True)
+    pipeline = _pipeline(tone_after_silence(0.5, 0.5), renderer, [sink], realtime=False, voice_gate_db=20.0)
+    assert pipeline.features.gate is not None
+    asyncio.run(pipeline.run())
+    dark = [int((f.rgb[195:235, 120:200].max(axis=2) < 40).sum()) for f in sink.frames]
+    assert sink.indices == list(range(30)) and max(dark[:14]) < min(dark[17:])
+
+
 def test_frame_n_composites_while_frame_n_plus_1_renders_and_frames_leave_in_order():
     import threading
     import time

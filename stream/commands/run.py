@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--background", action="append", help="built-in name or image path (repeat to offer several)")
     look.add_argument("--hdr", action="append", help="HDR/EXR maps for the h key (default: Blender's studio lights)")
     look.add_argument("--latency-budget-ms", type=float, default=100.0)
+    src.add_argument("--voice-gate-db", type=float, default=None,
+                     help="treat sound this many dB under your voice's level as silence, so the avatar does not "
+                          "mouth other people in the room (e.g. 15; default off)")
     out = p.add_argument_group("outputs (several at once; default --web)")
     out.add_argument("--virtualcam", action="store_true", help="send to a virtual camera (pyvirtualcam)")
     out.add_argument("--camera-device", help="virtual camera device, e.g. /dev/video10")
@@ -137,7 +140,8 @@ async def _run(args) -> int:
     lighting = LightingState(resolve_lighting(args.light), now_s=clock.now_s())
     backgrounds = BackgroundSet(args.background, args.canvas)
     config = PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
-                            latency_budget_ms=args.latency_budget_ms, avatar_height_frac=args.avatar_height)
+                            latency_budget_ms=args.latency_budget_ms, avatar_height_frac=args.avatar_height,
+                            voice_gate_db=args.voice_gate_db)
     pipeline = Pipeline(source, renderer, lighting, backgrounds, sinks, config, clock)
     from pathlib import Path
 
