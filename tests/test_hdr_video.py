@@ -2,6 +2,8 @@
 scene. The files are made here from a known sRGB picture with the standards' forward curves and the BT.2087
 BT.709 -> BT.2020 matrix (the reader uses the published reverse matrix and the inverse curves)."""
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -112,3 +114,62 @@ def test_the_way_back_for_test_recordings_matches_the_standards_curves(transfer,
 
     rgb = srgb_to_linear(_picture() / 255.0).astype(np.float64)
     np.testing.assert_allclose(relative_linear_to_signal(rgb, transfer), signal(rgb @ BT709_TO_BT2020.T), atol=2e-4)
+
+
+def _write_av1_hdr(path, rgb_signal: np.ndarray, trc: int) -> None:
+    """10-bit AV1 (what Chromium decodes without an HEVC licence), tagged BT.2020 + trc, 4:2:0."""
+    h, w = rgb_signal.shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libsvtav1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p10le"
+        cc = stream.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace = 9, trc, 9
+        stream.options = {"crf": "10", "preset": "8"}
+        rgb16 = np.round(np.clip(rgb_signal, 0, 1) * 65535).astype(np.uint16)
+        frame = av.VideoFrame.from_ndarray(rgb16, format="rgb48le").reformat(format="yuv420p10le",
+                                                                            dst_colorspace="bt2020")
+        frame.color_primaries, frame.color_trc, frame.colorspace = 9, trc, 9
+        for k in range(5):
+            frame.pts = k
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@pytest.mark.parametrize("transfer, signal", [(TRC_HLG, _hlg_signal), (TRC_PQ, _pq_signal)])
+def test_chromium_decodes_the_same_hdr_picture_up_to_its_exposure(tmp_path, transfer, signal):
+    # An independent HDR -> SDR conversion: Chromium drawing the video to a canvas. Measured: its linear values are
+    # ours x 0.50 (it keeps a stop of headroom above HDR reference white, where BT.2408, which we follow, puts SDR
+    # white), the same factor for every colour and level below white; so curves and primaries agree.
+    import base64
+
+    from playwright.sync_api import sync_playwright
+    from test_webrtc import CHROMIUM, CHROMIUM_ARGS
+
+    srgb = np.repeat(np.repeat(_picture(), 4, axis=0), 4, axis=1)  # 192 x 256: room for 4:2:0 and the codec
+    path = tmp_path / "hdr.mp4"
+    _write_av1_hdr(path, signal(srgb_to_linear(srgb / 255.0).astype(np.float64) @ BT709_TO_BT2020.T), transfer)
+    ours = next(media.iter_video_frames(path)).image
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            data = browser.new_page().evaluate("""async (b64) => {
+                const v = document.createElement('video'); v.muted = true; v.src = 'data:video/mp4;base64,' + b64;
+                document.body.appendChild(v);
+                await new Promise((ok, no) => { v.onloadeddata = ok; v.onerror = () => no('cannot play'); });
+                // Draw only once a frame has been presented (after a seek alone the canvas may still be black).
+                const shown = new Promise(ok => v.requestVideoFrameCallback(ok));
+                await v.play(); await shown; v.pause();
+                const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;
+                const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+                return Array.from(g.getImageData(0, 0, c.width, c.height).data); }""",
+                base64.b64encode(path.read_bytes()).decode())
+        finally:
+            browser.close()
+    chromium = np.array(data, np.uint8).reshape(srgb.shape[0], srgb.shape[1], 4)[..., :3]
+    lit_ours, lit_chromium = srgb_to_linear(ours / 255.0), srgb_to_linear(chromium / 255.0)
+    usable = (lit_ours > 0.02) & (ours < 250)  # above the dark codes' rounding, below our white
+    ratio = lit_chromium[usable] / lit_ours[usable]
+    factor = np.median(ratio)
+    assert 0.3 < factor < 1.0
+    assert np.percentile(ratio, 5) > 0.85 * factor and np.percentile(ratio, 95) < 1.2 * factor
