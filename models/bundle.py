@@ -3,10 +3,10 @@
 A bundle is a folder with `manifest.json`, one ONNX file per net, and arrays (idle-loop layers, expression basis,
 ...): `.npy`, except uint8 frame sequences (the idle-loop layers), which are stored as each frame's difference from
 the one before (mod 256) in a deflated `.npz`. Consecutive idle frames are aligned crops of one face, so that stores
-the layers 3-5x smaller and exactly, and the loop can be that much longer in the same bundle size (format 2; format 1
-bundles, all `.npy`, still load). The manifest records the format version, frame size, fps, audio lookahead, the SH convention of
-`sh_coeffs`, and a SHA-256 of every file. It is written whole or not at all: everything goes into a temporary sibling
-folder that is renamed into place, so a crash never leaves a half-written bundle behind.
+the layers 3-5x smaller and exactly, and the loop can be that much longer in the same bundle size (format 2; format
+1 bundles, all `.npy`, still load). The manifest records the format version, frame size, fps, audio lookahead, the
+SH convention of `sh_coeffs`, and a SHA-256 of every file. It is written whole or not at all: everything goes into a
+temporary sibling folder that is renamed into place, so a crash never leaves a half-written bundle behind.
 
 Loading validates before anything runs: format name and version, every listed file present with the recorded
 checksum, array shapes and dtypes as recorded, and every ONNX graph's inputs as recorded. A bad bundle raises

@@ -94,11 +94,6 @@ def pose_matrices(prepared, frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def idle_frame_bytes(size_px: int) -> int:
-    """An idle frame's bytes uncompressed (layers, mesh, pose, box, headers); stored, the layers take 3-5x less."""
-    return size_px * size_px * 8 + 468 * 3 * 4 + 16 * 4 + 2 * 4 + 4 * 128
-
-
 def _idle_arrays(prepared, decomposition, mouth_state: dict, frames: np.ndarray, s: int, m: int) -> dict:
     layers = decompose_prepared(decomposition, prepared, frames, fold_residual=True)
     # Composited over new backgrounds live: the soft edge carries the person's colour, not the recorded wall's.
