@@ -61,7 +61,7 @@ def null_source(pulse):
     _pactl("unload-module", module)
 
 
-def test_microphone_through_pulseaudio_drives_the_mouth(null_source):
+def test_microphone_through_pulseaudio_drives_the_mouth(null_source, tmp_path):
     # 1 s of silence, then 2 s of tone, played into the null sink the microphone listens to.
     rate = 16000
     t = np.arange(3 * rate) / rate
@@ -75,18 +75,27 @@ def test_microphone_through_pulseaudio_drives_the_mouth(null_source):
     pipeline = Pipeline(source, renderer, LightingState(preset("soft_front")), BackgroundSet(None, CANVAS), [sink],
                         PipelineConfig(canvas_size_px=CANVAS, realtime=True))
 
+    raw = tmp_path / "voice.f32"
+    raw.write_bytes(voice.tobytes())
+
     async def go():
         run = asyncio.create_task(pipeline.run())
-        await asyncio.sleep(0.3)  # let capture open before the sound starts
-        player = await asyncio.create_subprocess_exec(
-            "pacat", "--playback", f"--device={null_source}", "--format=float32le", "--rate=16000", "--channels=1",
-            stdin=asyncio.subprocess.PIPE)
-        player.stdin.write(voice.tobytes())
-        await player.stdin.drain()
-        player.stdin.close()
-        await asyncio.wait_for(player.wait(), 10)
-        pipeline.stop()
-        await run
+        try:
+            await asyncio.sleep(0.3)  # let capture open before the sound starts
+            # pacat reads the file itself: once (in a full run on a busy machine) pacat fed through a pipe spun at
+            # full CPU after the pipe closed and never finished; a stuck player now fails the test, it cannot hang it.
+            player = await asyncio.create_subprocess_exec(
+                "pacat", "--playback", f"--device={null_source}", "--format=float32le", "--rate=16000",
+                "--channels=1", str(raw))
+            try:
+                await asyncio.wait_for(player.wait(), 15)
+            finally:
+                if player.returncode is None:
+                    player.kill()
+                    await player.wait()
+        finally:
+            pipeline.stop()
+            await run
 
     asyncio.run(go())
     dark = np.array([(f.rgb[195:235, 120:200].max(axis=2) < 40).sum() for f in sink.frames])
