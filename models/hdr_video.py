@@ -66,7 +66,7 @@ def pq_to_nits(signal: np.ndarray) -> np.ndarray:
 
 def relative_linear_to_signal(relative_709: np.ndarray, transfer: int) -> np.ndarray:
     """The way back, for making test recordings: linear BT.709 RGB (1.0 = reference white, up to the display's
-    peak) -> HLG or PQ signal in BT.2020, float64 in [0, 1]; what `hdr_to_relative_linear` reads as the same RGB."""
+    peak) -> HLG or PQ signal in BT.2020, float64 in [0, 1]; `hdr_to_srgb8` reads it back as the same RGB."""
     rgb = np.asarray(relative_709, np.float64) @ np.linalg.inv(BT2020_TO_BT709.astype(np.float64)).T
     rgb = np.maximum(rgb, 0.0)
     if transfer == TRC_PQ:
@@ -123,11 +123,6 @@ def _relative_linear_planes(rgb16: np.ndarray, transfer: int, primaries: int) ->
     if primaries == PRIMARIES_BT2020:
         planes = _mix(planes, BT2020_TO_BT709)
     return np.maximum(planes, np.float32(0.0), out=planes)
-
-
-def hdr_to_relative_linear(rgb16: np.ndarray, transfer: int, primaries: int) -> np.ndarray:
-    """Decoded HDR RGB (uint16, ..., 3) -> linear BT.709 RGB where 1.0 is reference white (float32, >= 0)."""
-    return np.moveaxis(_relative_linear_planes(rgb16, transfer, primaries), 0, -1)
 
 
 def _srgb8_band(rgb16: np.ndarray, transfer: int, primaries: int, out: np.ndarray) -> None:

@@ -449,13 +449,14 @@ def _encode(filename: str, frames: Iterable[np.ndarray], rate: Fraction, audio, 
             raise ValueError("write_mp4 got no frames")
         container.mux(video.encode(None))
         if audio_stream is not None:
-            _encode_audio(container, audio_stream, audio, audio_rate)
+            encode_audio(container, audio_stream, audio, audio_rate)
     finally:
         container.close()
     return count
 
 
-def _encode_audio(container, stream, audio: np.ndarray, audio_rate: int) -> None:
+def encode_audio(container, stream, audio: np.ndarray, audio_rate: int) -> None:
+    """Mono float audio into an opened output stream (AAC here), sample 0 at time 0, then the encoder flushed."""
     # The encoder takes fixed-size frames; pts in samples tells the muxer where each starts, and the encoder's
     # priming packets (negative pts) become an edit list, so readers see sample 0 at time 0.
     frame_size = stream.codec_context.frame_size or 1024

@@ -72,9 +72,10 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
 
 
 def with_clean_audio(driven: Path, clean: np.ndarray, out: Path) -> None:
+    """A copy of `driven` with `clean` as its sound; frames streamed (a minute of 720p is 5 GB decoded)."""
     info = probe_video(driven)
-    frames = list(f.image for f in iter_video_frames(driven))
-    n = int(round(len(frames) / info.fps * AUDIO_RATE_HZ))
+    n = int(round(info.duration_s * AUDIO_RATE_HZ))
+    frames = (f.image for f in iter_video_frames(driven))
     write_mp4(out, frames, info.fps, audio=np.pad(clean, (0, max(0, n - clean.size)))[:n])
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.colour import srgb_to_linear  # noqa: E402
 from models.hdr_video import TRC_HLG, TRC_PQ, relative_linear_to_signal  # noqa: E402
-from models.media import AUDIO_RATE_HZ, iter_video_frames, probe_video, read_audio  # noqa: E402
+from models.media import AUDIO_RATE_HZ, encode_audio, iter_video_frames, probe_video, read_audio  # noqa: E402
 
 X265_TRANSFER = {TRC_HLG: "arib-std-b67", TRC_PQ: "smpte2084"}
 
@@ -52,12 +52,7 @@ def write_phone_copy(source: Path, out: Path, transfer: int) -> None:
             picture.pts = k
             container.mux(video.encode(picture))
         container.mux(video.encode(None))
-        step = sound.codec_context.frame_size or 1024
-        for start in range(0, 0 if audio is None else audio.size, step):
-            chunk = av.AudioFrame.from_ndarray(audio[None, start:start + step], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = AUDIO_RATE_HZ, start
-            container.mux(sound.encode(chunk))
-        container.mux(sound.encode(None))
+        encode_audio(container, sound, np.zeros(0, np.float32) if audio is None else audio, AUDIO_RATE_HZ)
 
 
 def main() -> int:
