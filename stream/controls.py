@@ -20,12 +20,13 @@ from models.lighting.files import read_environment_map
 from models.lighting.sources import preset, preset_names
 from stream.backgrounds import BackgroundSet
 from stream.clock import Clock
-from stream.lighting_state import MAX_GAIN, LightingState
+from stream.lighting_state import MAX_GAIN, MAX_SHINE, LightingState
 
 MAX_MESSAGE_CHARS = 4096
 MAX_HDR_BYTES = 64 * 1024 * 1024
 ROTATE_STEP_DEG = 15.0
 GAIN_STEP = 1.25
+SHINE_STEP = 0.25  # additive: shine has to reach 0 (matte), which multiplying never does
 # What `c` cycles through: linear RGB multipliers, brightest channel 1 so the tint changes hue, not exposure.
 TINT_CYCLE = {
     "white": (1.0, 1.0, 1.0),
@@ -161,6 +162,11 @@ class Controls:
         elif kind == "intensity_step":
             steps = _number(msg, "steps", -10, 10)
             self.lighting.set_gain(min(MAX_GAIN, self.lighting.controls.gain * GAIN_STEP**steps), now_s)
+        elif kind == "shine":
+            self.lighting.set_shine(_number(msg, "value", 0.0, MAX_SHINE), now_s)
+        elif kind == "shine_step":
+            steps = _number(msg, "steps", -10, 10)
+            self.lighting.set_shine(self.lighting.controls.shine + SHINE_STEP * steps, now_s)
         elif kind == "colour":
             self.lighting.set_tint(parse_hex_colour(msg.get("rgb")), now_s)
         elif kind == "next_colour":
@@ -184,7 +190,7 @@ class Controls:
         else:
             raise ControlError(
                 f"unknown control type {kind!r}; valid types: state, preset, rotate, direction, intensity, "
-                "intensity_step, colour, next_colour, background, next_background, next_hdr"
+                "intensity_step, shine, shine_step, colour, next_colour, background, next_background, next_hdr, quit"
             )
 
     async def load_hdr(self, path: Path, name: str | None = None) -> None:

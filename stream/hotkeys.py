@@ -2,7 +2,8 @@
 
 Both turn keys into the same control messages the web page sends, so there is one code path for every action:
 
-    1-9 preset   arrows turn the light   + / - intensity   c colour   b background   h next HDR map   q quit
+    1-9 preset   arrows turn the light   + / - intensity   [ / ] less / more shine   c colour   b background
+    h next HDR map   q quit
 
 Global hotkeys use Ctrl+Alt+<key>: bare keys would be stolen from whatever the user is typing into.
 """
@@ -31,12 +32,15 @@ _KEYS = {
     "+": {"type": "intensity_step", "steps": 1},
     "=": {"type": "intensity_step", "steps": 1},  # + without shift on most layouts
     "-": {"type": "intensity_step", "steps": -1},
+    "[": {"type": "shine_step", "steps": -1},
+    "]": {"type": "shine_step", "steps": 1},
     "c": {"type": "next_colour"},
     "b": {"type": "next_background"},
     "h": {"type": "next_hdr"},
     "q": {"type": "quit"},
 }
-HELP = "keys: 1-9 preset · arrows move light · +/- intensity · c colour · b background · h HDR map · q quit"
+HELP = ("keys: 1-9 preset · arrows move light · +/- intensity · [/] shine · c colour · b background · h HDR map "
+        "· q quit")
 
 
 def key_message(key: str) -> dict | None:
@@ -130,6 +134,7 @@ class GlobalHotkeys:
             "<ctrl>+<alt>+<up>": bind(_ARROWS["\x1b[A"]), "<ctrl>+<alt>+<down>": bind(_ARROWS["\x1b[B"]),
             "<ctrl>+<alt>+<right>": bind(_ARROWS["\x1b[C"]), "<ctrl>+<alt>+<left>": bind(_ARROWS["\x1b[D"]),
             "<ctrl>+<alt>+=": bind(_KEYS["+"]), "<ctrl>+<alt>+-": bind(_KEYS["-"]),
+            "<ctrl>+<alt>+[": bind(_KEYS["["]), "<ctrl>+<alt>+]": bind(_KEYS["]"]),
             "<ctrl>+<alt>+c": bind(_KEYS["c"]), "<ctrl>+<alt>+b": bind(_KEYS["b"]), "<ctrl>+<alt>+h": bind(_KEYS["h"]),
         })
         try:

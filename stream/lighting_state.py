@@ -2,7 +2,8 @@
 
 Controls change the target instantly; frames take `current(now_s)`, which eases from the lighting on screen when
 the change came to the new target over `glide_ms`, so a preset click or a light drag never pops. The target is
-built from a base lighting (preset or HDR map) turned by the user's yaw/pitch, scaled by intensity and tinted.
+built from a base lighting (preset or HDR map) turned by the user's yaw/pitch, scaled by intensity and tinted;
+`shine` scales the specular lights alone (the skin's highlights: "matte" 0 to "glossy" 2, 1 = as enrolled).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from models.lighting.lighting import Lighting
 from models.lighting.sh import axis_angle_matrix
 
 MAX_GAIN = 4.0
+MAX_SHINE = 2.0
 MAX_PITCH_DEG = 89.0
 
 
@@ -28,6 +30,9 @@ class LightingControls:
     pitch_deg: float = 0.0  # + raises them
     gain: float = 1.0
     tint_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)  # linear multipliers in [0, 1]
+    # Multiplies only the specular lights: A * (S_shad + C_spec * S_spec) has S_spec linear in them, so this is
+    # C_spec x shine without touching the avatar's layers.
+    shine: float = 1.0
 
 
 def apply_controls(base: Lighting, c: LightingControls) -> Lighting:
@@ -38,18 +43,19 @@ def apply_controls(base: Lighting, c: LightingControls) -> Lighting:
     )
     lit = base.rotated(rotation) if (c.yaw_deg or c.pitch_deg) else base
     tint = np.asarray(c.tint_rgb, np.float32) * np.float32(c.gain)
-    return Lighting(lit.sh_coeffs * tint, lit.light_dirs, lit.light_colours * tint, base.name)
+    return Lighting(lit.sh_coeffs * tint, lit.light_dirs, lit.light_colours * (tint * np.float32(c.shine)), base.name)
 
 
 class LightingState:
     """Target + glide. Call the setters from the event loop only (one writer, no locks)."""
 
-    def __init__(self, base: Lighting, glide_ms: float = 250.0, now_s: float = 0.0) -> None:
+    def __init__(self, base: Lighting, glide_ms: float = 250.0, now_s: float = 0.0,
+                 controls: LightingControls | None = None) -> None:
         if glide_ms < 0:
             raise ValueError(f"glide_ms must be >= 0, got {glide_ms}")
         self.glide_s = glide_ms / 1000.0
         self.base = base
-        self.controls = LightingControls()
+        self.controls = controls or LightingControls()
         self.target = apply_controls(base, self.controls)
         self._from = self.target
         self._change_s = now_s
@@ -97,6 +103,11 @@ class LightingState:
             raise ValueError(f"tint must be 3 numbers in [0, 1], got {tint_rgb!r}")
         self._with(now_s, tint_rgb=t)
 
+    def set_shine(self, shine: float, now_s: float) -> None:
+        if not math.isfinite(shine):
+            raise ValueError(f"shine must be a finite number, got {shine!r}")
+        self._with(now_s, shine=max(0.0, min(MAX_SHINE, float(shine))))
+
     def describe(self) -> dict:
         c = self.controls
         return {
@@ -105,4 +116,5 @@ class LightingState:
             "pitch_deg": round(c.pitch_deg, 2),
             "intensity": round(c.gain, 3),
             "tint_rgb": [round(v, 3) for v in c.tint_rgb],
+            "shine": round(c.shine, 3),
         }

@@ -12,6 +12,7 @@ import pytest
 from models.audio import log_mel
 from models.audio.window import mel_windows_for_video
 from models.lighting.sources import preset
+from models.render import render
 from stream.backgrounds import BackgroundSet
 from stream.clock import FrameGrid
 from stream.compose import (Compositor, Placement, composite_scaled, encode_alpha_u8, encode_srgb_u8,
@@ -21,7 +22,7 @@ from stream.controls import Controls
 from stream.delay import AudioDelayLine
 from stream.features import MelFeatures
 from stream.file_source import FileSource
-from stream.lighting_state import LightingState
+from stream.lighting_state import LightingControls, LightingState
 from stream.pipeline import Pipeline, PipelineConfig, motion_frame_index
 from stream.queues import DropQueue, QueueClosed
 from stream.types import AudioChunk
@@ -192,6 +193,33 @@ def test_light_yaw_moves_the_key_light_toward_image_right():
     assert state.current(0.0).light_dirs[0][0] > front[0] + 0.3
 
 
+def test_shine_scales_the_highlights_and_nothing_else():
+    base = preset("studio_key")
+    rng = np.random.default_rng(3)
+    normals = rng.normal(size=(16, 16, 3)) + np.array([0.0, 0.0, 3.0])
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+    albedo = rng.uniform(0.2, 0.8, (16, 16, 3))
+    spec = rng.uniform(0.0, 0.3, (16, 16))
+    diffuse = render(albedo, normals, 0.0, base)
+    highlights = render(albedo, normals, spec, base) - diffuse
+    assert highlights.max() > 0.05  # the preset has a key light whose lobe the face catches
+    for shine in (0.0, 0.5, 2.0):
+        lit = LightingState(base, glide_ms=0, controls=LightingControls(shine=shine)).current(0.0)
+        np.testing.assert_array_equal(lit.sh_coeffs, base.sh_coeffs)
+        np.testing.assert_allclose(render(albedo, normals, spec, lit), diffuse + shine * highlights, atol=1e-5)
+
+
+def test_shine_glides_and_stays_within_its_range():
+    state = LightingState(preset("studio_key"), glide_ms=200, now_s=0.0)
+    full = state.current(0.0).light_colours.sum()
+    state.set_shine(0.0, 1.0)
+    half_way = state.current(1.1).light_colours.sum()  # (the glide pairs lights by direction: compare totals)
+    assert 0.3 * full < half_way < 0.7 * full
+    np.testing.assert_allclose(state.current(1.3).light_colours, 0.0, atol=1e-7)
+    state.set_shine(7.0, 2.0)
+    assert state.describe()["shine"] == 2.0
+
+
 def _controls(clock):
     return Controls(LightingState(preset("soft_front"), now_s=clock.now_s()), BackgroundSet(None, CANVAS), clock, [])
 
@@ -206,6 +234,9 @@ def _controls(clock):
         ('{"type": "preset", "name": "disco"}', "unknown preset"),
         ('{"type": "intensity", "value": "bright"}', "finite number"),
         ('{"type": "intensity", "value": 99}', "must be in"),
+        ('{"type": "shine", "value": "oily"}', "finite number"),
+        ('{"type": "shine", "value": -1}', "must be in"),
+        ('{"type": "shine_step"}', "steps"),
         ('{"type": "colour", "rgb": "red"}', "#rrggbb"),
         ('{"type": "colour", "rgb": "#000000"}', "black"),
         ('{"type": "background", "name": "moon"}', "unknown background"),
@@ -232,7 +263,10 @@ def test_control_messages_change_lighting_and_background():
     asyncio.run(controls.handle({"type": "colour", "rgb": "#ff8000"}))
     asyncio.run(controls.handle({"type": "background", "name": "office_blue"}))
     asyncio.run(controls.handle({"type": "rotate", "dyaw_deg": 15, "dpitch_deg": -15}))
+    asyncio.run(controls.handle({"type": "shine", "value": 0.5}))
+    asyncio.run(controls.handle({"type": "shine_step", "steps": -1}))
     state = controls.state()
+    assert state["shine"] == 0.25
     assert state["intensity"] == 2.0 and state["background"] == "office_blue"
     assert state["tint_rgb"][0] == 1.0 and state["tint_rgb"][2] == 0.0
     assert (state["yaw_deg"], state["pitch_deg"]) == (15.0, -15.0)

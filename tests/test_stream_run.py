@@ -22,7 +22,7 @@ def test_run_offline_file_to_mp4_with_stats(tmp_path):
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
     code = run.main(["--avatar", AVATAR, "--source", "file", "--audio", str(wav), "--offline", "--fps", "25",
                      "--canvas", "320x240", "--mp4", str(out), "--stats", str(stats), "--no-hotkeys",
-                     "--background", "charcoal"])
+                     "--background", "charcoal", "--shine", "0.5"])
     assert code == 0
     info = probe_video(out)
     assert (info.width_px, info.height_px, info.fps, info.has_audio) == (320, 240, 25.0, True)
@@ -38,6 +38,8 @@ def test_run_refuses_incomplete_or_wrong_arguments(tmp_path):
         run.main(["--avatar", "my_avatar_folder", "--source", "file", "--audio", "x.wav", "--no-hotkeys"])
     with pytest.raises(SystemExit):
         run.main(["--avatar", AVATAR, "--canvas", "big"])
+    with pytest.raises(UserError, match="--shine must be a number from 0"):
+        run.main(["--avatar", AVATAR, "--shine", "3", "--no-hotkeys"])
 
 
 def test_hotkeys_map_to_control_messages():
@@ -46,4 +48,5 @@ def test_hotkeys_map_to_control_messages():
     assert key_message("\x1b[C")["dyaw_deg"] > 0 and key_message("\x1b[A")["dpitch_deg"] > 0
     assert key_message("+")["steps"] == 1 and key_message("-")["steps"] == -1
     assert [key_message(k)["type"] for k in "cbhq"] == ["next_colour", "next_background", "next_hdr", "quit"]
+    assert key_message("[") == {"type": "shine_step", "steps": -1} and key_message("]")["steps"] == 1
     assert key_message("0") is None and key_message("x") is None

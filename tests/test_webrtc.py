@@ -208,6 +208,12 @@ def test_browser_receives_video_and_audio_and_a_preset_click_relights_it():
                     polling=50,
                 )
 
+                # The shine slider sends its value; the state that comes back moves the slider.
+                await page.evaluate("(() => { const s = document.getElementById('shine'); s.value = '0.3'; "
+                                    "s.dispatchEvent(new Event('input')); })()")
+                await page.wait_for_function("window.relitcam.state.shine === 0.3", timeout=5000)
+                assert pipeline.lighting.controls.shine == pytest.approx(0.3)
+
                 # A malformed control message gets an error reply; the video keeps going.
                 await page.evaluate("window.relitcam.send('{\"type\": \"intensity\", \"value\": \"loud\"}')")
                 await page.wait_for_function("window.relitcam.errors.length > 0", timeout=5000)

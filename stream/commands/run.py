@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import sys
 
 from stream.cli import UserError
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--avatar-height", type=float, default=1.0,
                       help="avatar height as a fraction of the canvas height (default 1: fills it, as a webcam)")
     look.add_argument("--light", default="soft_front", help="starting lighting: preset name or L.json")
+    look.add_argument("--shine", type=float, default=1.0,
+                      help="skin highlights, 0 (matte) to 2 (glossy); 1 = as enrolled ([ and ] change it live)")
     look.add_argument("--background", action="append", help="built-in name or image path (repeat to offer several)")
     look.add_argument("--hdr", action="append", help="HDR/EXR maps for the h key (default: Blender's studio lights)")
     look.add_argument("--latency-budget-ms", type=float, default=100.0)
@@ -89,10 +92,12 @@ async def _run(args) -> int:
     from stream.clock import MonotonicClock
     from stream.controls import Controls
     from stream.hotkeys import HELP, GlobalHotkeys, TerminalHotkeys
-    from stream.lighting_state import LightingState
+    from stream.lighting_state import MAX_SHINE, LightingControls, LightingState
     from stream.pipeline import Pipeline, PipelineConfig
     from stream.sink import SinkUnavailable
 
+    if not (math.isfinite(args.shine) and 0.0 <= args.shine <= MAX_SHINE):
+        raise UserError(f"--shine must be a number from 0 (matte) to {MAX_SHINE:g} (glossy), got {args.shine}")
     clock = MonotonicClock()
     renderer = load_avatar(args.avatar, args.backend)
     realtime = not args.offline
@@ -137,7 +142,8 @@ async def _run(args) -> int:
         except SinkUnavailable as e:
             print(f"relitcam run: virtual microphone off: {e}", file=sys.stderr)  # optional: carry on without it
 
-    lighting = LightingState(resolve_lighting(args.light), now_s=clock.now_s())
+    lighting = LightingState(resolve_lighting(args.light), now_s=clock.now_s(),
+                             controls=LightingControls(shine=args.shine))
     backgrounds = BackgroundSet(args.background, args.canvas)
     config = PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
                             latency_budget_ms=args.latency_budget_ms, avatar_height_frac=args.avatar_height,

@@ -37,6 +37,7 @@ function showState(state) {
   }
   bg.value = state.background;
   $("intensity").value = state.intensity;
+  $("shine").value = state.shine;
   const dot = $("lightdot");
   dot.style.left = `${50 + (state.yaw_deg / 90) * 50}%`;
   dot.style.top = `${50 - (state.pitch_deg / 90) * 50}%`;
@@ -100,6 +101,7 @@ function dragLight(event) {
 pad.addEventListener("pointerdown", (e) => { pad.setPointerCapture(e.pointerId); dragLight(e); });
 pad.addEventListener("pointermove", (e) => { if (pad.hasPointerCapture(e.pointerId)) dragLight(e); });
 $("intensity").addEventListener("input", (e) => send({ type: "intensity", value: Number(e.target.value) }));
+$("shine").addEventListener("input", (e) => send({ type: "shine", value: Number(e.target.value) }));
 $("colour").addEventListener("input", (e) => send({ type: "colour", rgb: e.target.value }));
 $("background").addEventListener("change", (e) => send({ type: "background", name: e.target.value }));
 $("nexthdr").addEventListener("click", () => send({ type: "next_hdr" }));
@@ -122,6 +124,7 @@ document.addEventListener("keydown", (e) => {
     ArrowLeft: { type: "rotate", dyaw_deg: -15, dpitch_deg: 0 }, ArrowRight: { type: "rotate", dyaw_deg: 15, dpitch_deg: 0 },
     ArrowUp: { type: "rotate", dyaw_deg: 0, dpitch_deg: 15 }, ArrowDown: { type: "rotate", dyaw_deg: 0, dpitch_deg: -15 },
     "+": { type: "intensity_step", steps: 1 }, "=": { type: "intensity_step", steps: 1 }, "-": { type: "intensity_step", steps: -1 },
+    "[": { type: "shine_step", steps: -1 }, "]": { type: "shine_step", steps: 1 },
     c: { type: "next_colour" }, b: { type: "next_background" }, h: { type: "next_hdr" },
   };
   const message = /^[1-9]$/.test(e.key) ? { type: "preset", index: Number(e.key) } : keys[e.key];
