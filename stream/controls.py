@@ -16,9 +16,11 @@ import tempfile
 from pathlib import Path
 
 from models.lighting.envmap import environment_lighting
+from models.lighting.exposure import exposed_for_face
 from models.lighting.files import read_environment_map
+from models.lighting.lighting import Lighting
 from models.lighting.sources import preset, preset_names
-from stream.backgrounds import BackgroundSet
+from stream.backgrounds import BackgroundSet, background_lighting
 from stream.clock import Clock
 from stream.lighting_state import MAX_GAIN, MAX_SHINE, LightingState
 
@@ -96,12 +98,17 @@ class Controls:
         self.hdr_maps = list(default_hdr_maps() if hdr_maps is None else hdr_maps)
         self._hdr_index = -1
         self._tint_index = 0
+        # While on, the base lighting is the current background's and follows it when the background changes;
+        # picking a preset or an HDR map turns it off (the explicit choice wins).
+        self.light_from_background = False
+        self._background_lightings: dict[int, Lighting] = {}  # by id() of BackgroundSet's cached Background
         self.quit_requested = asyncio.Event()
 
     def state(self) -> dict:
         return {
             **self.lighting.describe(),
             "background": self.backgrounds.current.name,
+            "light_from_background": self.light_from_background,
             "presets": self.presets,
             "backgrounds": self.backgrounds.names,
             "hdr_maps": [p.stem for p in self.hdr_maps],
@@ -152,6 +159,7 @@ class Controls:
                 name = self.presets[index - 1]
             elif not isinstance(name, str) or name not in self.presets:
                 raise ControlError(f"unknown preset {name!r}; valid presets: {', '.join(self.presets)}")
+            self.light_from_background = False
             self.lighting.set_base(preset(name), now_s)
         elif kind == "rotate":
             self.lighting.rotate_by(_number(msg, "dyaw_deg", -180, 180), _number(msg, "dpitch_deg", -180, 180), now_s)
@@ -178,26 +186,54 @@ class Controls:
                 self.backgrounds.select(name)
             except ValueError as e:
                 raise ControlError(str(e)) from None
+            await self._follow_background()
         elif kind == "next_background":
             self.backgrounds.next()
+            await self._follow_background()
+        elif kind == "background_light":
+            on = msg.get("on", not self.light_from_background)  # no "on": toggle (the l key)
+            if not isinstance(on, bool):
+                raise ControlError(f"background_light 'on' must be true or false, got {on!r}")
+            if on:
+                await self._set_background_lighting()
+            self.light_from_background = on
         elif kind == "next_hdr":
             if not self.hdr_maps:
                 raise ControlError(f"no HDR maps to cycle through (none given and none in {DEFAULT_HDR_DIR})")
             self._hdr_index = (self._hdr_index + 1) % len(self.hdr_maps)
             await self.load_hdr(self.hdr_maps[self._hdr_index])
+            self.light_from_background = False
         elif kind == "quit":
             self.quit_requested.set()
         else:
             raise ControlError(
                 f"unknown control type {kind!r}; valid types: state, preset, rotate, direction, intensity, "
-                "intensity_step, shine, shine_step, colour, next_colour, background, next_background, next_hdr, quit"
+                "intensity_step, shine, shine_step, colour, next_colour, background, next_background, background_light, "
+                "next_hdr, quit"
             )
 
+    async def _set_background_lighting(self) -> None:
+        background = self.backgrounds.current
+        lighting = self._background_lightings.get(id(background))
+        if lighting is None:  # a picture's environment costs ~tens of ms: once per background, off the event loop
+            lighting = await asyncio.to_thread(background_lighting, background)
+            self._background_lightings[id(background)] = lighting
+        self.lighting.set_base(lighting, self.clock.now_s())
+
+    async def _follow_background(self) -> None:
+        if self.light_from_background:
+            try:
+                await self._set_background_lighting()
+            except ValueError as e:  # the new background is shown; only the lighting cannot follow it
+                self.light_from_background = False
+                raise ControlError(f"{e}; the lighting no longer follows the background") from None
+
     async def load_hdr(self, path: Path, name: str | None = None) -> None:
-        """Make an equirectangular .hdr/.exr map the base lighting (read + SH projection off the event loop)."""
+        """Make an equirectangular .hdr/.exr map the base lighting (read + SH projection off the event loop), exposed
+        for the face: maps straight from their files differ in level by orders of magnitude."""
 
         def load():
-            return environment_lighting(read_environment_map(path), name=name or Path(path).stem)
+            return exposed_for_face(environment_lighting(read_environment_map(path), name=name or Path(path).stem))
 
         lighting = await asyncio.to_thread(load)
         self.lighting.set_base(lighting, self.clock.now_s())
@@ -214,6 +250,7 @@ class Controls:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             await self.load_hdr(Path(tmp), name=Path(filename).stem)
+            self.light_from_background = False
         except ValueError as e:
             return {"type": "error", "error": f"cannot use uploaded map {filename!r}: {e}"}
         finally:

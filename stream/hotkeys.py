@@ -3,7 +3,7 @@
 Both turn keys into the same control messages the web page sends, so there is one code path for every action:
 
     1-9 preset   arrows turn the light   + / - intensity   [ / ] less / more shine   c colour   b background
-    h next HDR map   q quit
+    l light from the background (on / off)   h next HDR map   q quit
 
 Global hotkeys use Ctrl+Alt+<key>: bare keys would be stolen from whatever the user is typing into.
 """
@@ -36,11 +36,12 @@ _KEYS = {
     "]": {"type": "shine_step", "steps": 1},
     "c": {"type": "next_colour"},
     "b": {"type": "next_background"},
+    "l": {"type": "background_light"},
     "h": {"type": "next_hdr"},
     "q": {"type": "quit"},
 }
-HELP = ("keys: 1-9 preset · arrows move light · +/- intensity · [/] shine · c colour · b background · h HDR map "
-        "· q quit")
+HELP = ("keys: 1-9 preset · arrows move light · +/- intensity · [/] shine · c colour · b background · "
+        "l light from background · h HDR map · q quit")
 
 
 def key_message(key: str) -> dict | None:
@@ -136,6 +137,7 @@ class GlobalHotkeys:
             "<ctrl>+<alt>+=": bind(_KEYS["+"]), "<ctrl>+<alt>+-": bind(_KEYS["-"]),
             "<ctrl>+<alt>+[": bind(_KEYS["["]), "<ctrl>+<alt>+]": bind(_KEYS["]"]),
             "<ctrl>+<alt>+c": bind(_KEYS["c"]), "<ctrl>+<alt>+b": bind(_KEYS["b"]), "<ctrl>+<alt>+h": bind(_KEYS["h"]),
+            "<ctrl>+<alt>+l": bind(_KEYS["l"]),
         })
         try:
             self._listener = keyboard.GlobalHotKeys(combos)

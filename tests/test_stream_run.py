@@ -22,7 +22,7 @@ def test_run_offline_file_to_mp4_with_stats(tmp_path):
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
     code = run.main(["--avatar", AVATAR, "--source", "file", "--audio", str(wav), "--offline", "--fps", "25",
                      "--canvas", "320x240", "--mp4", str(out), "--stats", str(stats), "--no-hotkeys",
-                     "--background", "charcoal", "--shine", "0.5"])
+                     "--background", "charcoal", "--shine", "0.5", "--light", "background"])
     assert code == 0
     info = probe_video(out)
     assert (info.width_px, info.height_px, info.fps, info.has_audio) == (320, 240, 25.0, True)
@@ -47,6 +47,7 @@ def test_hotkeys_map_to_control_messages():
     assert key_message("3") == {"type": "preset", "index": 3}
     assert key_message("\x1b[C")["dyaw_deg"] > 0 and key_message("\x1b[A")["dpitch_deg"] > 0
     assert key_message("+")["steps"] == 1 and key_message("-")["steps"] == -1
-    assert [key_message(k)["type"] for k in "cbhq"] == ["next_colour", "next_background", "next_hdr", "quit"]
+    assert [key_message(k)["type"] for k in "cbhlq"] == ["next_colour", "next_background", "next_hdr",
+                                                          "background_light", "quit"]
     assert key_message("[") == {"type": "shine_step", "steps": -1} and key_message("]")["steps"] == 1
     assert key_message("0") is None and key_message("x") is None

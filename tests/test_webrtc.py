@@ -213,6 +213,10 @@ def test_browser_receives_video_and_audio_and_a_preset_click_relights_it():
                                     "s.dispatchEvent(new Event('input')); })()")
                 await page.wait_for_function("window.relitcam.state.shine === 0.3", timeout=5000)
                 assert pipeline.lighting.controls.shine == pytest.approx(0.3)
+                # "light me like the background": the base lighting becomes the background's.
+                await page.check("#bglight")
+                await page.wait_for_function("window.relitcam.state.light_from_background === true", timeout=5000)
+                assert pipeline.lighting.base.name.startswith("background:")
 
                 # A malformed control message gets an error reply; the video keeps going.
                 await page.evaluate("window.relitcam.send('{\"type\": \"intensity\", \"value\": \"loud\"}')")

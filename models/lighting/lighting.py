@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.colour import LUMA_WEIGHTS_LINEAR
 from models.lighting.sh import NUM_COEFFS, rotate_sh
 
 JSON_FORMAT = "relitcam-lighting"
@@ -73,6 +74,19 @@ class Lighting:
         if not (math.isfinite(gain) and gain >= 0):
             raise ValueError(f"lighting gain must be a finite number >= 0, got {gain!r}")
         return Lighting(self.sh_coeffs * gain, self.light_dirs, self.light_colours * gain, self.name)
+
+    def saturated(self, amount: float) -> Lighting:
+        """Colour saturation scaled by `amount` (0 grey, 1 unchanged) at unchanged luminance: every radiance c becomes
+        Y + amount (c - Y), Y its BT.709 luminance. Linear in radiance, so SH coefficients and lights transform alike."""
+        if not (math.isfinite(amount) and amount >= 0):
+            raise ValueError(f"saturation must be a finite number >= 0, got {amount!r}")
+        weights = np.asarray(LUMA_WEIGHTS_LINEAR, np.float64)
+
+        def scale(c):
+            y = np.asarray(c, np.float64) @ weights
+            return y[:, None] + amount * (c - y[:, None])
+
+        return Lighting(scale(self.sh_coeffs), self.light_dirs, np.maximum(scale(self.light_colours), 0.0), self.name)
 
     # -- JSON ---------------------------------------------------------------------------------------------------
 

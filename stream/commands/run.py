@@ -14,6 +14,7 @@ import sys
 from stream.cli import UserError
 
 DEFAULT_PORT = 8080
+BACKGROUND_LIGHT = "background"  # --light value: lit like the background picture
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -40,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--canvas", type=_size, default=(1280, 720), help="output size WxH px (default 1280x720)")
     look.add_argument("--avatar-height", type=float, default=1.0,
                       help="avatar height as a fraction of the canvas height (default 1: fills it, as a webcam)")
-    look.add_argument("--light", default="soft_front", help="starting lighting: preset name or L.json")
+    look.add_argument("--light", default="soft_front",
+                      help=f"starting lighting: preset name, L.json, or '{BACKGROUND_LIGHT}' to be lit like the "
+                           "background picture (and follow it when it changes; the l key toggles this live)")
     look.add_argument("--shine", type=float, default=1.0,
                       help="skin highlights, 0 (matte) to 2 (glossy); 1 = as enrolled ([ and ] change it live)")
     look.add_argument("--background", action="append", help="built-in name or image path (repeat to offer several)")
@@ -88,7 +91,7 @@ def load_avatar(spec: str | None, backend: str = "onnxruntime"):
 
 async def _run(args) -> int:
     from models.lighting.files import resolve_lighting
-    from stream.backgrounds import BackgroundSet
+    from stream.backgrounds import BackgroundSet, background_lighting
     from stream.clock import MonotonicClock
     from stream.controls import Controls
     from stream.hotkeys import HELP, GlobalHotkeys, TerminalHotkeys
@@ -142,9 +145,10 @@ async def _run(args) -> int:
         except SinkUnavailable as e:
             print(f"relitcam run: virtual microphone off: {e}", file=sys.stderr)  # optional: carry on without it
 
-    lighting = LightingState(resolve_lighting(args.light), now_s=clock.now_s(),
-                             controls=LightingControls(shine=args.shine))
     backgrounds = BackgroundSet(args.background, args.canvas)
+    light_from_background = args.light == BACKGROUND_LIGHT
+    base = background_lighting(backgrounds.current) if light_from_background else resolve_lighting(args.light)
+    lighting = LightingState(base, now_s=clock.now_s(), controls=LightingControls(shine=args.shine))
     config = PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
                             latency_budget_ms=args.latency_budget_ms, avatar_height_frac=args.avatar_height,
                             voice_gate_db=args.voice_gate_db)
@@ -152,6 +156,7 @@ async def _run(args) -> int:
     from pathlib import Path
 
     controls = Controls(lighting, backgrounds, clock, [Path(h) for h in args.hdr] if args.hdr else None)
+    controls.light_from_background = light_from_background
 
     server = None
     if args.web:

@@ -36,6 +36,7 @@ function showState(state) {
     bg.replaceChildren(...state.backgrounds.map((name) => new Option(name.replace(/_/g, " "), name)));
   }
   bg.value = state.background;
+  $("bglight").checked = state.light_from_background;
   $("intensity").value = state.intensity;
   $("shine").value = state.shine;
   const dot = $("lightdot");
@@ -104,6 +105,7 @@ $("intensity").addEventListener("input", (e) => send({ type: "intensity", value:
 $("shine").addEventListener("input", (e) => send({ type: "shine", value: Number(e.target.value) }));
 $("colour").addEventListener("input", (e) => send({ type: "colour", rgb: e.target.value }));
 $("background").addEventListener("change", (e) => send({ type: "background", name: e.target.value }));
+$("bglight").addEventListener("change", (e) => send({ type: "background_light", on: e.target.checked }));
 $("nexthdr").addEventListener("click", () => send({ type: "next_hdr" }));
 $("hdrfile").addEventListener("change", async (e) => {
   const file = e.target.files[0];
@@ -125,7 +127,7 @@ document.addEventListener("keydown", (e) => {
     ArrowUp: { type: "rotate", dyaw_deg: 0, dpitch_deg: 15 }, ArrowDown: { type: "rotate", dyaw_deg: 0, dpitch_deg: -15 },
     "+": { type: "intensity_step", steps: 1 }, "=": { type: "intensity_step", steps: 1 }, "-": { type: "intensity_step", steps: -1 },
     "[": { type: "shine_step", steps: -1 }, "]": { type: "shine_step", steps: 1 },
-    c: { type: "next_colour" }, b: { type: "next_background" }, h: { type: "next_hdr" },
+    c: { type: "next_colour" }, b: { type: "next_background" }, h: { type: "next_hdr" }, l: { type: "background_light" },
   };
   const message = /^[1-9]$/.test(e.key) ? { type: "preset", index: Number(e.key) } : keys[e.key];
   if (message) { send(message); e.preventDefault(); }
