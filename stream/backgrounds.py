@@ -1,8 +1,8 @@
 """Backgrounds the avatar is composited over: a few built-in ones plus pictures the user names.
 
 Each is prepared once at the canvas size as sRGB uint8, the encoding the compositor blends the avatar over.
-`background_lighting` lights the avatar like the picture: the picture spread over the environment behind the
-avatar (models.lighting.envmap.photo_to_environment), exposed for the face as a webcam would expose.
+`background_lighting` lights the avatar like the picture (models.lighting.envmap.photo_lighting: the picture spread
+over the environment behind the avatar, at half its colour saturation, exposed for the face as a webcam would).
 """
 
 from __future__ import annotations
@@ -13,14 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from models.colour import srgb_to_linear
-from models.lighting.envmap import environment_lighting, photo_to_environment
-from models.lighting.exposure import exposed_for_face
+from models.lighting.envmap import photo_lighting
 from models.lighting.lighting import Lighting
-
-# A picture's colours are its surfaces' colours times the light's; the light itself is greyer (a brown table under
-# white light photographs brown). Lighting the face with the picture's full saturation turned it the table's colour,
-# so the picture's light keeps half its saturation (looked at on the built-in backgrounds and a photo).
-BACKGROUND_LIGHT_SATURATION = 0.5
 
 
 @dataclass(frozen=True)
@@ -115,7 +109,6 @@ def background_lighting(background: Background) -> Lighting:
     avatar exposed for its face (presets' level); named "background:<name>"."""
     photo = srgb_to_linear(background.srgb.astype(np.float32) * np.float32(1.0 / 255.0))
     try:
-        lit = environment_lighting(photo_to_environment(photo), name=f"background:{background.name}")
-        return exposed_for_face(lit.saturated(BACKGROUND_LIGHT_SATURATION))
+        return photo_lighting(photo, name=f"background:{background.name}")
     except ValueError as e:  # a black picture lights nothing
         raise ValueError(f"background {background.name!r} cannot light the avatar: {e}") from None

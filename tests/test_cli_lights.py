@@ -133,3 +133,21 @@ def test_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
+
+
+def test_from_image_gives_the_live_background_light_or_the_picture_level(tmp_path):
+    from models.lighting.exposure import TARGET_PEAK_SHADING, peak_front_shading
+    from stream.backgrounds import Background, background_lighting
+
+    rng = np.random.default_rng(5)
+    photo = np.clip(rng.normal([150, 110, 70], 30, (36, 64, 3)), 0, 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "room.png", photo)
+    assert main(["lights", "from-image", str(tmp_path / "room.png"), "-o", str(tmp_path / "L.json")]) == 0
+    cli = load_lighting(tmp_path / "L.json")
+    live = background_lighting(Background("room", photo))
+    np.testing.assert_allclose(cli.sh_coeffs, live.sh_coeffs, rtol=1e-4, atol=1e-6)
+    assert peak_front_shading(cli) == pytest.approx(TARGET_PEAK_SHADING, rel=1e-4)
+    grey = np.full((30, 40, 3), 128, np.uint8)  # linear 0.216
+    iio.imwrite(tmp_path / "grey.png", grey)
+    assert main(["lights", "from-image", str(tmp_path / "grey.png"), "--as-recorded", "-o", str(tmp_path / "G.json")]) == 0
+    assert peak_front_shading(load_lighting(tmp_path / "G.json")) == pytest.approx(0.216, abs=0.002)

@@ -145,3 +145,21 @@ def photo_to_environment(photo_linear: np.ndarray, height: int = 64) -> np.ndarr
     col = np.clip(((azimuth / math.pi + 0.5) * side).astype(np.int64), 0, side - 1)
     row = np.clip(((0.5 - elevation / math.pi) * side).astype(np.int64), 0, side - 1)
     return np.maximum(small[row, col], 0.0)
+
+
+# A picture's colours are its surfaces' colours times the light's; the light itself is greyer (a brown table under
+# white light photographs brown). Lighting a face with a picture's full saturation turned it the table's colour, so
+# a picture's light keeps half its saturation (looked at on the built-in backgrounds and a photo).
+PHOTO_LIGHT_SATURATION = 0.5
+
+
+def photo_lighting(photo_linear: np.ndarray, num_lights: int = 4, name: str = "",
+                   saturation: float = PHOTO_LIGHT_SATURATION, expose: bool = True) -> Lighting:
+    """The lighting of the place an ordinary photo shows: `photo_to_environment`, `environment_lighting`, colour
+    saturation scaled by `saturation`, and (`expose`) exposed for a face as a camera would (exposure.py)."""
+    lighting = environment_lighting(photo_to_environment(photo_linear), num_lights, name).saturated(saturation)
+    if expose:
+        from models.lighting.exposure import exposed_for_face  # exposure renders shading: keep envmap import-light
+
+        lighting = exposed_for_face(lighting)
+    return lighting

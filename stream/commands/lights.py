@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from models.colour import srgb_to_linear
-from models.lighting.envmap import environment_lighting, photo_to_environment
+from models.lighting.envmap import PHOTO_LIGHT_SATURATION, environment_lighting, photo_lighting
 from models.lighting.estimate import estimate_lighting
 from models.lighting.files import read_environment_map, read_image, read_normal_map, save_lighting
 from models.lighting.sh import Y00_CONST, axis_angle_matrix
@@ -31,8 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     hdr = sub.add_parser("from-hdr", help="equirectangular .hdr/.exr environment map -> L.json")
     hdr.add_argument("file")
     add_common(hdr)
-    img = sub.add_parser("from-image", help="ordinary background photo (sRGB) -> L.json, as an LDR environment")
+    img = sub.add_parser("from-image", help="ordinary background photo (sRGB) -> L.json, the light `relitcam run "
+                         "--light background` gives over that picture")
     img.add_argument("file")
+    img.add_argument("--saturation", type=float, default=PHOTO_LIGHT_SATURATION,
+                     help=f"colour saturation kept from the picture (default {PHOTO_LIGHT_SATURATION:g}; 1 = all)")
+    img.add_argument("--as-recorded", action="store_true",
+                     help="keep the picture's own level (a face as bright as its surfaces) instead of exposing for the face")
     add_common(img)
     por = sub.add_parser("from-portrait", help="portrait photo + its normal map -> least-squares SH L.json")
     por.add_argument("file")
@@ -70,8 +75,8 @@ def main(argv: list[str]) -> int:
         return _finish(environment_lighting(read_environment_map(args.file), args.lights, name), args)
     if args.action == "from-image":
         photo, _ = read_image(args.file, "background photo")
-        env = photo_to_environment(srgb_to_linear(photo))
-        return _finish(environment_lighting(env, args.lights, name), args)
+        lighting = photo_lighting(srgb_to_linear(photo), args.lights, name, args.saturation, not args.as_recorded)
+        return _finish(lighting, args)
     # from-portrait
     photo, _ = read_image(args.file, "portrait")
     normals, mask = read_normal_map(args.normal)
