@@ -8,6 +8,7 @@ import pytest
 
 from models.colour import linear_to_srgb, srgb_to_linear
 from models.lighting.envmap import environment_lighting
+from models.lighting.exposure import peak_front_shading
 from models.lighting.files import load_lighting, read_hdr
 from models.lighting.probes import face_probe, sphere_probe
 from models.lighting.sources import preset, preset_names
@@ -34,11 +35,16 @@ def test_lights_list_prints_every_preset(capsys):
 def test_from_hdr_writes_the_projected_lighting(tmp_path, write_hdr, random_rgbe, capsys):
     path = write_hdr(random_rgbe(16, 32), name="room.hdr")
     out = tmp_path / "L.json"
-    assert main(["lights", "from-hdr", str(path), "-o", str(out), "--lights", "3"]) == 0
+    assert main(["lights", "from-hdr", str(path), "-o", str(out), "--lights", "3", "--as-recorded"]) == 0
     lighting = load_lighting(out)
     expected = environment_lighting(read_hdr(path), 3)
     np.testing.assert_allclose(lighting.sh_coeffs, expected.sh_coeffs, rtol=1e-6)
     assert lighting.num_lights == 3 and lighting.name == "room"
+    assert main(["lights", "from-hdr", str(path), "-o", str(out)]) == 0  # by default exposed for the face
+    exposed = load_lighting(out)
+    gain = peak_front_shading(expected)
+    np.testing.assert_allclose(exposed.sh_coeffs * gain, expected.sh_coeffs, rtol=1e-4, atol=1e-6)
+    assert peak_front_shading(exposed) == pytest.approx(1.0, rel=1e-4)
 
 
 def test_from_hdr_errors_are_one_line(tmp_path, write_hdr, random_rgbe, capsys):

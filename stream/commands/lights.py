@@ -11,6 +11,7 @@ import numpy as np
 from models.colour import srgb_to_linear
 from models.lighting.envmap import PHOTO_LIGHT_SATURATION, environment_lighting, photo_lighting
 from models.lighting.estimate import estimate_lighting
+from models.lighting.exposure import exposed_for_face
 from models.lighting.files import read_environment_map, read_image, read_normal_map, save_lighting
 from models.lighting.sh import Y00_CONST, axis_angle_matrix
 from models.lighting.sources import preset_description, preset_names
@@ -28,8 +29,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--yaw", type=float, default=0.0, help="turn the lighting about +y (up) by DEG degrees")
         p.add_argument("--gain", type=float, default=1.0, help="multiply all radiance (exposure), default 1")
 
-    hdr = sub.add_parser("from-hdr", help="equirectangular .hdr/.exr environment map -> L.json")
+    hdr = sub.add_parser("from-hdr", help="equirectangular .hdr/.exr environment map -> L.json, exposed for the face "
+                         "as the live h key and upload expose it")
     hdr.add_argument("file")
+    hdr.add_argument("--as-recorded", action="store_true", help="keep the map's own level instead of exposing for the face")
     add_common(hdr)
     img = sub.add_parser("from-image", help="ordinary background photo (sRGB) -> L.json, the light `relitcam run "
                          "--light background` gives over that picture")
@@ -72,7 +75,8 @@ def main(argv: list[str]) -> int:
         raise ValueError(f"--lights must be >= 0, got {args.lights}")
     name = Path(args.file).stem
     if args.action == "from-hdr":
-        return _finish(environment_lighting(read_environment_map(args.file), args.lights, name), args)
+        lighting = environment_lighting(read_environment_map(args.file), args.lights, name)
+        return _finish(lighting if args.as_recorded else exposed_for_face(lighting), args)
     if args.action == "from-image":
         photo, _ = read_image(args.file, "background photo")
         lighting = photo_lighting(srgb_to_linear(photo), args.lights, name, args.saturation, not args.as_recorded)
