@@ -74,6 +74,9 @@ def load_background(spec: str, size_px: tuple[int, int]) -> Background:
     return Background(name=name, srgb=srgb)
 
 
+ADDED_PREFIX = "\0added:"  # spec of a picture given as pixels (cannot clash with a built-in name or a path)
+
+
 class BackgroundSet:
     """The backgrounds on offer, in order, with one selected; pictures are prepared lazily on first use."""
 
@@ -91,7 +94,21 @@ class BackgroundSet:
 
     @property
     def names(self) -> list[str]:
-        return [s if s in BUILTIN_BACKGROUNDS else Path(s).stem for s in self.specs]
+        return [self._cache[s].name if s.startswith(ADDED_PREFIX) else s if s in BUILTIN_BACKGROUNDS else Path(s).stem
+                for s in self.specs]
+
+    def add(self, background: Background) -> Background:
+        """Offer a picture prepared elsewhere (the page's upload) and select it. A name already on offer gets a
+        numbered suffix, so nothing the user had is replaced."""
+        if background.srgb.shape != (self.size_px[1], self.size_px[0], 3):
+            raise ValueError(f"background {background.name!r} is {background.srgb.shape}, not the canvas size")
+        name, n = background.name, 2
+        while name in self.names:
+            name, n = f"{background.name}-{n}", n + 1
+        spec = f"{ADDED_PREFIX}{len(self.specs)}"
+        self._cache[spec] = Background(name=name, srgb=background.srgb)
+        self.specs.append(spec)
+        return self.select(name)
 
     def select(self, name: str) -> Background:
         if name not in self.names:

@@ -20,12 +20,15 @@ from models.lighting.exposure import exposed_for_face
 from models.lighting.files import read_environment_map
 from models.lighting.lighting import Lighting
 from models.lighting.sources import preset, preset_names
-from stream.backgrounds import BackgroundSet, background_lighting
+from stream.backgrounds import BackgroundSet, background_lighting, load_background
 from stream.clock import Clock
 from stream.lighting_state import MAX_GAIN, MAX_SHINE, LightingState
 
 MAX_MESSAGE_CHARS = 4096
 MAX_HDR_BYTES = 64 * 1024 * 1024
+MAX_BACKGROUND_BYTES = 32 * 1024 * 1024
+MAX_BACKGROUND_PIXELS = 50_000_000  # checked from the header before decoding: a small file can unpack to gigabytes
+BACKGROUND_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 ROTATE_STEP_DEG = 15.0
 GAIN_STEP = 1.25
 SHINE_STEP = 0.25  # additive: shine has to reach 0 (matte), which multiplying never does
@@ -238,6 +241,26 @@ class Controls:
         lighting = await asyncio.to_thread(load)
         self.lighting.set_base(lighting, self.clock.now_s())
 
+    async def load_background_bytes(self, data: bytes, filename: str) -> dict:
+        """An uploaded picture (the page's background upload): offered, selected, and followed by the lighting if
+        "light me like the background" is on. The reply has the same shape as `handle`'s."""
+        suffix = Path(filename or "").suffix.lower()
+        if suffix not in BACKGROUND_SUFFIXES:
+            return {"type": "error", "error": f"background upload must be {', '.join(BACKGROUND_SUFFIXES)}, got {filename!r}"}
+        if len(data) > MAX_BACKGROUND_BYTES:
+            return {"type": "error", "error": f"background upload too large ({len(data)} bytes, limit {MAX_BACKGROUND_BYTES})"}
+        try:
+            background = await asyncio.to_thread(_decode_background, data, suffix, Path(filename).stem,
+                                                 self.backgrounds.size_px)
+        except ValueError as e:
+            return {"type": "error", "error": f"cannot use uploaded picture {filename!r}: {e}"}
+        self.backgrounds.add(background)
+        try:
+            await self._follow_background()
+        except ControlError as e:
+            return {"type": "error", "error": str(e)}
+        return {"type": "state", "state": self.state()}
+
     async def load_hdr_bytes(self, data: bytes, filename: str) -> dict:
         """An uploaded map (the page's HDR upload); the reply has the same shape as `handle`'s."""
         suffix = Path(filename or "").suffix.lower()
@@ -256,3 +279,25 @@ class Controls:
         finally:
             Path(tmp).unlink(missing_ok=True)
         return {"type": "state", "state": self.state()}
+
+
+def _decode_background(data: bytes, suffix: str, name: str, size_px: tuple[int, int]):
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"not a readable picture ({e})") from None
+    if width * height > MAX_BACKGROUND_PIXELS:
+        raise ValueError(f"{width}x{height} pixels is more than the {MAX_BACKGROUND_PIXELS:,} allowed")
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="relitcam-bg-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        background = load_background(tmp, size_px)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return type(background)(name=name or "upload", srgb=background.srgb)

@@ -27,7 +27,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from stream.clock import Clock
-from stream.controls import MAX_HDR_BYTES, Controls
+from stream.controls import MAX_BACKGROUND_BYTES, MAX_HDR_BYTES, Controls
 from stream.delay import AudioDelayLine
 from stream.live_audio import ClockedCapture
 from stream.queues import DropQueue, QueueClosed
@@ -177,7 +177,8 @@ class BrowserMicSource(ClockedCapture):
 
 
 class WebRtcServer:
-    """aiohttp app: the page, /offer (SDP exchange), /hdr (map upload); one RTCPeerConnection per session."""
+    """aiohttp app: the page, /offer (SDP exchange), /hdr (map upload), /background (picture upload); one
+    RTCPeerConnection per session."""
 
     def __init__(
         self,
@@ -203,12 +204,13 @@ class WebRtcServer:
         self.browser_mic = browser_mic
         self.sessions: dict[str, tuple[RTCPeerConnection, object]] = {}
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=MAX_HDR_BYTES + 1024)
+        self.app = web.Application(client_max_size=max(MAX_HDR_BYTES, MAX_BACKGROUND_BYTES) + 1024)
         self.app.router.add_get("/", self._index)
         self.app.router.add_get("/app.js", self._static("app.js", "text/javascript"))
         self.app.router.add_get("/state", self._state)
         self.app.router.add_post("/offer", self._offer)
         self.app.router.add_post("/hdr", self._hdr)
+        self.app.router.add_post("/background", self._background)
 
     @property
     def url(self) -> str:
@@ -260,12 +262,17 @@ class WebRtcServer:
             return self._deny()
         return web.json_response({"type": "state", "state": self.controls.state(), "sessions": len(self.sessions)})
 
-    async def _hdr(self, request: web.Request) -> web.Response:
+    async def _upload(self, request: web.Request, load) -> web.Response:
         if not self._authorised(request):
             return self._deny()
-        data = await request.read()
-        reply = await self.controls.load_hdr_bytes(data, request.query.get("name", ""))
+        reply = await load(await request.read(), request.query.get("name", ""))
         return web.json_response(reply, status=200 if reply["type"] == "state" else 400)
+
+    async def _hdr(self, request: web.Request) -> web.Response:
+        return await self._upload(request, self.controls.load_hdr_bytes)
+
+    async def _background(self, request: web.Request) -> web.Response:
+        return await self._upload(request, self.controls.load_background_bytes)
 
     async def _offer(self, request: web.Request) -> web.Response:
         def error(message: str, status: int = 400) -> web.Response:

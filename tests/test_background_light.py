@@ -119,3 +119,32 @@ def test_hdr_maps_are_exposed_for_the_face(write_hdr, random_rgbe):
     rgbe[..., 3] = 110  # radiance ~1e-6: a map this dark would render the avatar black as read
     asyncio.run(controls.load_hdr(write_hdr(rgbe)))
     assert peak_front_shading(controls.lighting.base) == pytest.approx(TARGET_PEAK_SHADING, rel=1e-4)
+
+
+def _png(rgb, size=(40, 30)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.full((size[1], size[0], 3), rgb, np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_uploaded_picture_is_offered_selected_and_lights_when_asked(monkeypatch):
+    import stream.controls as controls_module
+
+    clock = ManualClock(1.0)
+    controls = _controls(clock)
+    asyncio.run(controls.handle({"type": "background_light", "on": True}))
+    reply = asyncio.run(controls.load_background_bytes(_png((60, 90, 200)), "lake.jpg.png"))
+    assert reply["state"]["background"] == "lake.jpg" and reply["state"]["base"] == "background:lake.jpg"
+    assert controls.lighting.target.sh_coeffs[0, 2] > controls.lighting.target.sh_coeffs[0, 0]  # blue light
+    again = asyncio.run(controls.load_background_bytes(_png((200, 90, 60)), "lake.jpg.png"))
+    assert again["state"]["backgrounds"][-2:] == ["lake.jpg", "lake.jpg-2"]  # nothing replaced
+    before = controls.state()
+    monkeypatch.setattr(controls_module, "MAX_BACKGROUND_PIXELS", 100)
+    reply = asyncio.run(controls.load_background_bytes(_png((1, 2, 3)), "huge.png"))
+    assert reply["type"] == "error" and "40x30 pixels is more than the 100 allowed" in reply["error"]
+    assert asyncio.run(controls.load_background_bytes(b"\x89PNG garbage", "x.png"))["type"] == "error"
+    assert controls.state() == before

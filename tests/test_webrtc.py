@@ -124,6 +124,37 @@ def test_token_is_required_and_checked():
     asyncio.run(go())
 
 
+def test_background_upload_is_offered_and_bad_pictures_are_refused():
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.fromarray(np.full((30, 40, 3), (200, 120, 60), np.uint8)).save(picture, format="PNG")
+
+    async def go():
+        async with serving(token="s3cret") as (server, pipeline):
+            base = f"http://127.0.0.1:{server.port}/background"
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{base}?name=beach.png", data=picture.getvalue()) as r:
+                    assert r.status == 401  # the token guards uploads too
+                async with http.post(f"{base}?name=beach.png&token=s3cret", data=b"not a picture") as r:
+                    reply = await r.json()
+                    assert r.status == 400 and "not a readable picture" in reply["error"]
+                async with http.post(f"{base}?name=beach.gif&token=s3cret", data=picture.getvalue()) as r:
+                    assert r.status == 400 and ".png" in (await r.json())["error"]
+                assert server.controls.state()["backgrounds"] == ["charcoal", "office_blue"]
+                async with http.post(f"{base}?name=beach.png&token=s3cret", data=picture.getvalue()) as r:
+                    reply = await r.json()
+                    assert r.status == 200 and reply["state"]["background"] == "beach"
+                    assert reply["state"]["backgrounds"] == ["charcoal", "office_blue", "beach"]
+            # What the pipeline composites over is now the picture, at canvas size.
+            assert pipeline.backgrounds.current.srgb.shape == (CANVAS[1], CANVAS[0], 3)
+            assert tuple(pipeline.backgrounds.current.srgb[0, 0]) == (200, 120, 60)
+
+    asyncio.run(go())
+
+
 def test_non_loopback_address_requires_a_token():
     with pytest.raises(ValueError, match="token"):
         WebRtcServer(pipeline=None, controls=None, host="0.0.0.0")

@@ -107,15 +107,17 @@ $("colour").addEventListener("input", (e) => send({ type: "colour", rgb: e.targe
 $("background").addEventListener("change", (e) => send({ type: "background", name: e.target.value }));
 $("bglight").addEventListener("change", (e) => send({ type: "background_light", on: e.target.checked }));
 $("nexthdr").addEventListener("click", () => send({ type: "next_hdr" }));
-$("hdrfile").addEventListener("change", async (e) => {
+async function upload(path, e) {
   const file = e.target.files[0];
   if (!file) return;
   setStatus(`uploading ${file.name}…`);
   const query = new URLSearchParams({ name: file.name, ...(token ? { token } : {}) });
-  const response = await fetch(`/hdr?${query}`, { method: "POST", body: file });
+  const response = await fetch(`${path}?${query}`, { method: "POST", body: file });
   const reply = await response.json();
   if (reply.type === "state") showState(reply.state); else setStatus(reply.error, true);
-});
+}
+$("hdrfile").addEventListener("change", (e) => upload("/hdr", e));
+$("bgfile").addEventListener("change", (e) => upload("/background", e));
 $("usemic").addEventListener("change", async (e) => {
   if (relitcam.pc) relitcam.pc.close();
   await connect(e.target.checked).catch((err) => setStatus(String(err), true));
