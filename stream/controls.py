@@ -20,7 +20,7 @@ from models.lighting.exposure import exposed_for_face
 from models.lighting.files import read_environment_map
 from models.lighting.lighting import Lighting
 from models.lighting.sources import preset, preset_names
-from stream.backgrounds import BackgroundSet, background_lighting, load_background
+from stream.backgrounds import Background, BackgroundSet, background_lighting, load_background
 from stream.clock import Clock
 from stream.lighting_state import MAX_GAIN, MAX_SHINE, LightingState
 
@@ -246,9 +246,11 @@ class Controls:
         "light me like the background" is on. The reply has the same shape as `handle`'s."""
         suffix = Path(filename or "").suffix.lower()
         if suffix not in BACKGROUND_SUFFIXES:
-            return {"type": "error", "error": f"background upload must be {', '.join(BACKGROUND_SUFFIXES)}, got {filename!r}"}
+            allowed = ", ".join(BACKGROUND_SUFFIXES)
+            return {"type": "error", "error": f"background upload must be {allowed}, got {filename!r}"}
         if len(data) > MAX_BACKGROUND_BYTES:
-            return {"type": "error", "error": f"background upload too large ({len(data)} bytes, limit {MAX_BACKGROUND_BYTES})"}
+            limit = MAX_BACKGROUND_BYTES
+            return {"type": "error", "error": f"background upload too large ({len(data)} bytes, limit {limit})"}
         try:
             background = await asyncio.to_thread(_decode_background, data, suffix, Path(filename).stem,
                                                  self.backgrounds.size_px)
@@ -281,7 +283,7 @@ class Controls:
         return {"type": "state", "state": self.state()}
 
 
-def _decode_background(data: bytes, suffix: str, name: str, size_px: tuple[int, int]):
+def _decode_background(data: bytes, suffix: str, name: str, size_px: tuple[int, int]) -> Background:
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -298,6 +300,8 @@ def _decode_background(data: bytes, suffix: str, name: str, size_px: tuple[int, 
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         background = load_background(tmp, size_px)
+    except ValueError as e:  # name the user's file, not our temporary copy
+        raise ValueError(str(e).replace(tmp, name)) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return type(background)(name=name or "upload", srgb=background.srgb)
+    return Background(name=name or "upload", srgb=background.srgb)
