@@ -92,10 +92,14 @@ class BackgroundSet:
             self._cache[spec] = load_background(spec, self.size_px)
         return self._cache[spec]
 
+    def _name(self, spec: str) -> str:
+        if spec.startswith(ADDED_PREFIX):
+            return self._cache[spec].name
+        return spec if spec in BUILTIN_BACKGROUNDS else Path(spec).stem
+
     @property
     def names(self) -> list[str]:
-        return [self._cache[s].name if s.startswith(ADDED_PREFIX) else s if s in BUILTIN_BACKGROUNDS else Path(s).stem
-                for s in self.specs]
+        return [self._name(s) for s in self.specs]
 
     def add(self, background: Background) -> Background:
         """Offer a picture prepared elsewhere (the page's upload) and select it. A name already on offer gets a

@@ -9,6 +9,7 @@ stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -270,16 +271,12 @@ class Controls:
             return {"type": "error", "error": f"HDR upload must be a .hdr or .exr file, got {filename!r}"}
         if len(data) > MAX_HDR_BYTES:
             return {"type": "error", "error": f"HDR upload too large ({len(data)} bytes, limit {MAX_HDR_BYTES})"}
-        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="relitcam-hdr-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            await self.load_hdr(Path(tmp), name=Path(filename).stem)
+            with _temporary_copy(data, suffix) as tmp:
+                await self.load_hdr(tmp, name=Path(filename).stem)
             self.light_from_background = False
         except ValueError as e:
             return {"type": "error", "error": f"cannot use uploaded map {filename!r}: {e}"}
-        finally:
-            Path(tmp).unlink(missing_ok=True)
         return {"type": "state", "state": self.state()}
 
 
@@ -295,13 +292,21 @@ def _decode_background(data: bytes, suffix: str, name: str, size_px: tuple[int, 
         raise ValueError(f"not a readable picture ({e})") from None
     if width * height > MAX_BACKGROUND_PIXELS:
         raise ValueError(f"{width}x{height} pixels is more than the {MAX_BACKGROUND_PIXELS:,} allowed")
-    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="relitcam-bg-")
+    with _temporary_copy(data, suffix) as tmp:
+        try:
+            background = load_background(str(tmp), size_px)
+        except ValueError as e:  # name the user's file, not our temporary copy
+            raise ValueError(str(e).replace(str(tmp), name)) from None
+    return Background(name=name or "upload", srgb=background.srgb)
+
+
+@contextlib.contextmanager
+def _temporary_copy(data: bytes, suffix: str):
+    """An upload as a file (the readers take paths; their format is told by the suffix), removed afterwards."""
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="relitcam-upload-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        background = load_background(tmp, size_px)
-    except ValueError as e:  # name the user's file, not our temporary copy
-        raise ValueError(str(e).replace(tmp, name)) from None
+        yield Path(tmp)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return Background(name=name or "upload", srgb=background.srgb)

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from models.colour import luminance
+from models.lighting.exposure import exposed_for_face
 from models.lighting.lighting import Lighting
 from models.lighting.sh import sh_basis
 from models.xp import array_module, to_numpy
@@ -158,8 +159,4 @@ def photo_lighting(photo_linear: np.ndarray, num_lights: int = 4, name: str = ""
     """The lighting of the place an ordinary photo shows: `photo_to_environment`, `environment_lighting`, colour
     saturation scaled by `saturation`, and (`expose`) exposed for a face as a camera would (exposure.py)."""
     lighting = environment_lighting(photo_to_environment(photo_linear), num_lights, name).saturated(saturation)
-    if expose:
-        from models.lighting.exposure import exposed_for_face  # exposure renders shading: keep envmap import-light
-
-        lighting = exposed_for_face(lighting)
-    return lighting
+    return exposed_for_face(lighting) if expose else lighting
