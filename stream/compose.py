@@ -123,7 +123,13 @@ class Compositor:
             raise ValueError(f"canvas size must be even and at least 2x2 px, got {cw}x{ch}")
         self.canvas_size_px = (cw, ch)
         self.avatar_size_px = tuple(avatar_size_px)
+        self.set_height_frac(height_frac)
+
+    def set_height_frac(self, height_frac: float) -> None:
+        """Resize the avatar on the canvas (live: one attribute swap, so the compositing thread sees the old or the
+        new placement, never a mix)."""
         self.placement = fit_avatar(self.avatar_size_px, self.canvas_size_px, height_frac)
+        self.height_frac = float(height_frac)
 
     def process(self, rendered: RenderedFrame, background: Background) -> np.ndarray:
         if background.srgb.shape[:2] != (self.canvas_size_px[1], self.canvas_size_px[0]):

@@ -23,6 +23,7 @@ from models.lighting.lighting import Lighting
 from models.lighting.sources import preset, preset_names
 from stream.backgrounds import Background, BackgroundSet, background_lighting, load_background
 from stream.clock import Clock
+from stream.compose import Compositor
 from stream.lighting_state import MAX_GAIN, MAX_SHINE, LightingState
 
 MAX_MESSAGE_CHARS = 4096
@@ -32,6 +33,7 @@ MAX_BACKGROUND_PIXELS = 50_000_000  # checked from the header before decoding: a
 BACKGROUND_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 ROTATE_STEP_DEG = 15.0
 GAIN_STEP = 1.25
+MIN_AVATAR_HEIGHT = 0.2  # of the canvas height; smaller is a face nobody in the call can read
 SHINE_STEP = 0.25  # additive: shine has to reach 0 (matte), which multiplying never does
 # What `c` cycles through: linear RGB multipliers, brightest channel 1 so the tint changes hue, not exposure.
 TINT_CYCLE = {
@@ -94,10 +96,12 @@ class Controls:
         backgrounds: BackgroundSet,
         clock: Clock,
         hdr_maps: list[Path] | None = None,
+        compositor: Compositor | None = None,
     ) -> None:
         self.lighting = lighting
         self.backgrounds = backgrounds
         self.clock = clock
+        self.compositor = compositor  # None: the avatar's size is not offered
         self.presets = preset_names()
         self.hdr_maps = list(default_hdr_maps() if hdr_maps is None else hdr_maps)
         self._hdr_index = -1
@@ -113,6 +117,7 @@ class Controls:
             **self.lighting.describe(),
             "background": self.backgrounds.current.name,
             "light_from_background": self.light_from_background,
+            **({"avatar_height": round(self.compositor.height_frac, 3)} if self.compositor else {}),
             "presets": self.presets,
             "backgrounds": self.backgrounds.names,
             "hdr_maps": [p.stem for p in self.hdr_maps],
@@ -207,13 +212,17 @@ class Controls:
             self._hdr_index = (self._hdr_index + 1) % len(self.hdr_maps)
             await self.load_hdr(self.hdr_maps[self._hdr_index])
             self.light_from_background = False
+        elif kind == "avatar_height":
+            if self.compositor is None:
+                raise ControlError("this stream has no compositor to resize the avatar in")
+            self.compositor.set_height_frac(_number(msg, "value", MIN_AVATAR_HEIGHT, 1.0))
         elif kind == "quit":
             self.quit_requested.set()
         else:
             raise ControlError(
                 f"unknown control type {kind!r}; valid types: state, preset, rotate, direction, intensity, "
                 "intensity_step, shine, shine_step, colour, next_colour, background, next_background, background_light, "
-                "next_hdr, quit"
+                "next_hdr, avatar_height, quit"
             )
 
     async def _set_background_lighting(self) -> None:

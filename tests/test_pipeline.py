@@ -138,6 +138,25 @@ def test_avatar_fills_the_canvas_height_by_default_and_shrinks_to_fit_the_width(
         fit_avatar((100, 100), CANVAS, 1.5)
 
 
+def test_the_avatar_size_control_resizes_it_on_the_canvas():
+    clock = ManualClock(1.0)
+    comp = Compositor(CANVAS, (100, 100))
+    controls = Controls(LightingState(preset("soft_front")), BackgroundSet(["charcoal"], CANVAS), clock, [], comp)
+    assert controls.state()["avatar_height"] == 1.0
+    reply = asyncio.run(controls.handle({"type": "avatar_height", "value": 0.5}))
+    assert reply["state"]["avatar_height"] == 0.5
+    assert comp.placement == Placement(x_px=100, y_px=120, width_px=120, height_px=120)
+    white = RenderedFrame(np.ones((100, 100, 3), np.float32), np.ones((100, 100), np.float32))
+    canvas = comp.process(white, controls.backgrounds.current)
+    assert (canvas[120:, 100:220] == 255).all() and not (canvas[:120] == 255).any()
+    for bad, error in ((0.05, "must be in"), ("big", "finite number")):
+        reply = asyncio.run(controls.handle({"type": "avatar_height", "value": bad}))
+        assert reply["type"] == "error" and error in reply["error"] and comp.height_frac == 0.5
+    without = _controls(clock)  # a stream without a compositor does not offer it
+    assert "avatar_height" not in without.state()
+    assert "no compositor" in asyncio.run(without.handle({"type": "avatar_height", "value": 0.5}))["error"]
+
+
 def test_scaled_compositing_interpolates_premultiplied_colour_as_its_float_definition():
     """A red disc with a soft edge, scaled 2.4x over grey: no dark fringe (straight-colour interpolation would pull
     the black outside the matte in), and Pillow's 8-bit result equals composite_scaled to within 2 grey levels."""

@@ -50,7 +50,7 @@ async def serving(token=None, max_sessions=4):
         [],
         PipelineConfig(canvas_size_px=CANVAS, realtime=True),
     )
-    controls = Controls(lighting, backgrounds, pipeline.clock, hdr_maps=[])
+    controls = Controls(lighting, backgrounds, pipeline.clock, hdr_maps=[], compositor=pipeline.compositor)
     server = WebRtcServer(pipeline, controls, port=0, token=token, max_sessions=max_sessions)
     await server.start()
     run = asyncio.create_task(pipeline.run())
@@ -244,6 +244,11 @@ def test_browser_receives_video_and_audio_and_a_preset_click_relights_it():
                                     "s.dispatchEvent(new Event('input')); })()")
                 await page.wait_for_function("window.relitcam.state.shine === 0.3", timeout=5000)
                 assert pipeline.lighting.controls.shine == pytest.approx(0.3)
+                # The size slider shrinks the avatar on the canvas.
+                await page.evaluate("(() => { const s = document.getElementById('avatarheight'); s.value = '0.6'; "
+                                    "s.dispatchEvent(new Event('input')); })()")
+                await page.wait_for_function("window.relitcam.state.avatar_height === 0.6", timeout=5000)
+                assert pipeline.compositor.placement.height_px == round(0.6 * CANVAS[1])
                 # "light me like the background": the base lighting becomes the background's.
                 await page.check("#bglight")
                 await page.wait_for_function("window.relitcam.state.light_from_background === true", timeout=5000)

@@ -155,7 +155,8 @@ async def _run(args) -> int:
     pipeline = Pipeline(source, renderer, lighting, backgrounds, sinks, config, clock)
     from pathlib import Path
 
-    controls = Controls(lighting, backgrounds, clock, [Path(h) for h in args.hdr] if args.hdr else None)
+    controls = Controls(lighting, backgrounds, clock, [Path(h) for h in args.hdr] if args.hdr else None,
+                        pipeline.compositor)
     controls.light_from_background = light_from_background
 
     server = None

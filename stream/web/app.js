@@ -39,6 +39,7 @@ function showState(state) {
   $("bglight").checked = state.light_from_background;
   $("intensity").value = state.intensity;
   $("shine").value = state.shine;
+  if (state.avatar_height !== undefined) $("avatarheight").value = state.avatar_height;
   const dot = $("lightdot");
   dot.style.left = `${50 + (state.yaw_deg / 90) * 50}%`;
   dot.style.top = `${50 - (state.pitch_deg / 90) * 50}%`;
@@ -103,6 +104,7 @@ pad.addEventListener("pointerdown", (e) => { pad.setPointerCapture(e.pointerId);
 pad.addEventListener("pointermove", (e) => { if (pad.hasPointerCapture(e.pointerId)) dragLight(e); });
 $("intensity").addEventListener("input", (e) => send({ type: "intensity", value: Number(e.target.value) }));
 $("shine").addEventListener("input", (e) => send({ type: "shine", value: Number(e.target.value) }));
+$("avatarheight").addEventListener("input", (e) => send({ type: "avatar_height", value: Number(e.target.value) }));
 $("colour").addEventListener("input", (e) => send({ type: "colour", rgb: e.target.value }));
 $("background").addEventListener("change", (e) => send({ type: "background", name: e.target.value }));
 $("bglight").addEventListener("change", (e) => send({ type: "background_light", on: e.target.checked }));
