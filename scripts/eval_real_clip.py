@@ -387,7 +387,7 @@ def lip_sync(bundle: Path, speech: Path, video: Path, out_dir: Path, gain: float
                         **json.loads(done.read_text()), "reused": True}
             continue
         render = run_cmd(RELITCAM + ["run", "--avatar", avatar, "--source", "file", "--audio", str(speech),
-                                     "--offline", "--fps", "30", "--mp4", str(mp4), "--no-hotkeys",
+                                     "--offline", "--fps", "30", "--mp4", str(mp4), "--no-hotkeys", "--no-settings",
                                      "--stats", str(out_dir / f"run_stats_{key}.json")], out_dir / f"run_{key}.log",
                          env)
         (out_dir / f"render_{key}.json").write_text(json.dumps(render))

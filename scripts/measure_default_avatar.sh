@@ -18,14 +18,14 @@ if [ ! -f out/two_min/synth/video.mp4 ]; then
   # The 120 s clip the 2-minute enrollment timing uses; here only its speech drives the avatar.
   $R synth --seconds 120 --size 512 --fps 30 --seed 11 --lightings 1 --out out/two_min/synth
 fi
-$R run --source file --audio "$SPEECH" --offline --fps 30 --mp4 "$OUT/english_60s.mp4" > "$OUT/run.log" 2>&1
+$R run --no-settings --source file --audio "$SPEECH" --offline --fps 30 --mp4 "$OUT/english_60s.mp4" > "$OUT/run.log" 2>&1
 $R eval --sync "$OUT/english_60s.mp4" -o "$OUT/sync_english.json"
-$R run --source file --audio out/two_min/synth/video.mp4 --offline --fps 30 --mp4 "$OUT/seed11.mp4" > "$OUT/run11.log" 2>&1
+$R run --no-settings --source file --audio out/two_min/synth/video.mp4 --offline --fps 30 --mp4 "$OUT/seed11.mp4" > "$OUT/run11.log" 2>&1
 $R eval --sync "$OUT/seed11.mp4" -o "$OUT/sync_seed11.json"
 $PY scripts/bench_latency.py --out out/bench_latency > "$OUT/bench_latency.log" 2>&1
 $PY scripts/mic_sync.py --out out/mic_sync > "$OUT/mic_sync.log" 2>&1
 $PY scripts/avatar_look.py --out out/avatar_look/LOOK.json > "$OUT/avatar_look.log" 2>&1
-timeout -s INT 30 $R run --source file --audio models/assets/speech_sample.wav --loop --web --mp4 out/makerun/run.mp4 \
+timeout -s INT 30 $R run --no-settings --source file --audio models/assets/speech_sample.wav --loop --web --mp4 out/makerun/run.mp4 \
   --stats out/makerun/stats.json > out/makerun/run.log 2>&1 || true
 $R eval --sync out/makerun/run.mp4 -o out/makerun/sync.json
 $PY scripts/bench_renderer.py --out out/bench_renderer > "$OUT/bench_renderer.log" 2>&1

@@ -84,7 +84,7 @@ def measure(args) -> dict:
         # pacat plays into the sink is what relitcam hears.
         run = subprocess.Popen(
             [sys.executable, "-m", "stream.cli", "run", "--source", "mic", "--mic", "pulse",
-             "--avatar", str(args.avatar), "--mp4", str(mp4), "--no-hotkeys", "--stats", str(stats)],
+             "--avatar", str(args.avatar), "--mp4", str(mp4), "--no-hotkeys", "--no-settings", "--stats", str(stats)],
             cwd=ROOT, env={**os.environ, "PULSE_SOURCE": f"{SINK}.monitor"}, stderr=subprocess.PIPE, text=True)
         time.sleep(args.warmup_s)  # nets loaded and capture open before the voice starts
         if run.poll() is not None:

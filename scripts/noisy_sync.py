@@ -106,8 +106,8 @@ def main() -> int:
         mix = speech if kind is None else mix_at_snr(speech, made[kind], snr)
         wav, driven, scored = (args.out / f"{name}{suffix}" for suffix in (".wav", "_driven.mp4", "_clean_audio.mp4"))
         write_wav(wav, mix, AUDIO_RATE_HZ)
-        run = [relitcam, "run", "--source", "file", "--audio", str(wav), "--offline", "--fps", "30", "--mp4",
-               str(driven)] + (["--avatar", args.avatar] if args.avatar else []) + \
+        run = [relitcam, "run", "--source", "file", "--audio", str(wav), "--offline", "--fps", "30", "--no-settings",
+               "--mp4", str(driven)] + (["--avatar", args.avatar] if args.avatar else []) + \
               (["--voice-gate-db", str(args.voice_gate_db)] if args.voice_gate_db else [])
         subprocess.run(run, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with_clean_audio(driven, speech, scored)

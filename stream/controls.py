@@ -25,6 +25,7 @@ from stream.backgrounds import Background, BackgroundSet, background_lighting, l
 from stream.clock import Clock
 from stream.compose import Compositor
 from stream.lighting_state import MAX_GAIN, MAX_SHINE, LightingState
+from stream.settings import BACKGROUND_LIGHT, LiveSettings
 
 MAX_MESSAGE_CHARS = 4096
 MAX_HDR_BYTES = 64 * 1024 * 1024
@@ -111,6 +112,7 @@ class Controls:
         self.light_from_background = False
         self._background_lightings: dict[int, Lighting] = {}  # by id() of BackgroundSet's cached Background
         self.quit_requested = asyncio.Event()
+        self.changes = 0  # control messages that changed something (what makes the look worth saving)
 
     def state(self) -> dict:
         return {
@@ -131,6 +133,8 @@ class Controls:
             msg_id = msg.get("id")
             await self._apply(msg)
             reply = {"type": "state", "state": self.state()}
+            if msg["type"] not in ("state", "quit"):
+                self.changes += 1
         except ControlError as e:
             reply = {"type": "error", "error": str(e)}
         except ValueError as e:  # from lighting/background loaders: also the sender's input
@@ -225,6 +229,14 @@ class Controls:
                 "next_hdr, avatar_height, quit"
             )
 
+    def live_settings(self) -> LiveSettings:
+        """The look on screen now, as `relitcam run` saves it for the next run."""
+        c, base = self.lighting.controls, self.lighting.base.name
+        light = BACKGROUND_LIGHT if self.light_from_background else base if base in self.presets else None
+        return LiveSettings(light=light, yaw_deg=c.yaw_deg, pitch_deg=c.pitch_deg, intensity=c.gain,
+                            tint_rgb=tuple(c.tint_rgb), shine=c.shine, background=self.backgrounds.current.name,
+                            avatar_height=self.compositor.height_frac if self.compositor else 1.0)
+
     async def _set_background_lighting(self) -> None:
         background = self.backgrounds.current
         lighting = self._background_lightings.get(id(background))
@@ -267,6 +279,7 @@ class Controls:
         except ValueError as e:
             return {"type": "error", "error": f"cannot use uploaded picture {filename!r}: {e}"}
         self.backgrounds.add(background)
+        self.changes += 1
         try:
             await self._follow_background()
         except ControlError as e:
@@ -284,6 +297,7 @@ class Controls:
             with _temporary_copy(data, suffix) as tmp:
                 await self.load_hdr(tmp, name=Path(filename).stem)
             self.light_from_background = False
+            self.changes += 1
         except ValueError as e:
             return {"type": "error", "error": f"cannot use uploaded map {filename!r}: {e}"}
         return {"type": "state", "state": self.state()}

@@ -1,5 +1,6 @@
 """Shared pytest setup: GPU tests are skipped with a reason when CuPy has no CUDA device; a one-torch-thread fixture;
-and a small writer of Radiance .hdr files (flat or run-length scanlines) for tests of the reader."""
+a small writer of Radiance .hdr files (flat or run-length scanlines) for tests of the reader; and every test's
+`relitcam run` settings file in its own temporary folder, never the user's."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ import pytest
 from models.xp import cupy_available
 
 GPU_SKIP_REASON = "needs CuPy with a CUDA device (models.xp.cupy_available() is False)"
+
+
+@pytest.fixture(autouse=True)
+def _own_live_settings(tmp_path, monkeypatch):
+    from stream.settings import SETTINGS_ENV
+
+    monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "live_settings.json"))
 
 
 @pytest.fixture

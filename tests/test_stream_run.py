@@ -31,6 +31,30 @@ def test_run_offline_file_to_mp4_with_stats(tmp_path):
     assert {"render", "compose", "features", "audio_to_frame"} <= set(report["stages_ms"])
 
 
+def test_run_starts_from_the_saved_look_unless_a_flag_names_it(tmp_path):
+    from models.media import iter_video_frames
+    from stream.settings import LiveSettings, save_settings, settings_path
+
+    wav = tmp_path / "voice.wav"
+    write_wav(wav, tone_after_silence(0.2, 0.2), 16000)
+    save_settings(LiveSettings(light="warm_sunset", background="charcoal", avatar_height=0.5), settings_path())
+
+    def first_frame(*flags):
+        out = tmp_path / "out.mp4"
+        assert run.main(["--avatar", AVATAR, "--source", "file", "--audio", str(wav), "--offline", "--fps", "25",
+                         "--canvas", "320x240", "--mp4", str(out), "--no-hotkeys", *flags]) == 0
+        return next(iter_video_frames(out)).image.astype(int)
+
+    saved = first_frame()
+    assert abs(saved[5, 5] - 31).max() <= 6  # charcoal (sRGB 0.12) where a full-height avatar would not leave room
+    assert abs(saved[100, 160] - 31).max() <= 6  # the avatar is half the canvas high: the middle is still wall
+    flagged = first_frame("--avatar-height", "1", "--background", "office_blue")
+    assert abs(flagged[5, 5] - 31).max() > 40  # the flags win
+    assert abs(flagged[100, 160] - flagged[5, 5]).max() > 40  # full height: the head is where the wall was
+    fresh = first_frame("--no-settings")
+    assert abs(fresh[5, 5] - saved[5, 5]).max() > 20  # built-in look: studio_grey, not the saved charcoal
+
+
 def test_run_refuses_incomplete_or_wrong_arguments(tmp_path):
     with pytest.raises(UserError, match="--audio"):
         run.main(["--avatar", AVATAR, "--source", "file", "--no-hotkeys"])

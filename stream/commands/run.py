@@ -14,7 +14,6 @@ import sys
 from stream.cli import UserError
 
 DEFAULT_PORT = 8080
-BACKGROUND_LIGHT = "background"  # --light value: lit like the background picture
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -39,12 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     look = p.add_argument_group("picture")
     look.add_argument("--fps", type=float, choices=(25.0, 30.0), default=30.0)
     look.add_argument("--canvas", type=_size, default=(1280, 720), help="output size WxH px (default 1280x720)")
-    look.add_argument("--avatar-height", type=float, default=1.0,
+    look.add_argument("--avatar-height", type=float, default=None,
                       help="avatar height as a fraction of the canvas height (default 1: fills it, as a webcam)")
-    look.add_argument("--light", default="soft_front",
-                      help=f"starting lighting: preset name, L.json, or '{BACKGROUND_LIGHT}' to be lit like the "
-                           "background picture (and follow it when it changes; the l key toggles this live)")
-    look.add_argument("--shine", type=float, default=1.0,
+    look.add_argument("--light", default=None,
+                      help="starting lighting: preset name, L.json, or 'background' to be lit like the background "
+                           "picture (and follow it when it changes; the l key toggles this live); default soft_front")
+    look.add_argument("--shine", type=float, default=None,
                       help="skin highlights, 0 (matte) to 2 (glossy); 1 = as enrolled ([ and ] change it live)")
     look.add_argument("--background", action="append", help="built-in name or image path (repeat to offer several)")
     look.add_argument("--hdr", action="append", help="HDR/EXR maps for the h key (default: Blender's studio lights)")
@@ -64,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mp4", help="record to this .mp4 (audio + video in sync)")
     out.add_argument("--virtual-mic", action="store_true", help="delayed PulseAudio virtual microphone")
     p.add_argument("--no-hotkeys", action="store_true")
+    p.add_argument("--no-settings", action="store_true",
+                   help="start from the built-in look and do not save this run's (by default a run starts from the "
+                        "lighting, shine, background and size last set live, where no flag names them, and saves "
+                        "them on the way out if they were changed)")
     p.add_argument("--stats", help="write the final stage timings / drop counters to this JSON file")
     return p
 
@@ -95,12 +98,17 @@ async def _run(args) -> int:
     from stream.clock import MonotonicClock
     from stream.controls import Controls
     from stream.hotkeys import HELP, GlobalHotkeys, TerminalHotkeys
+    from models.lighting.sources import preset_names
     from stream.lighting_state import MAX_SHINE, LightingControls, LightingState
     from stream.pipeline import Pipeline, PipelineConfig
+    from stream.settings import BACKGROUND_LIGHT, load_settings, remember_look, settings_path, starting_look
     from stream.sink import SinkUnavailable
 
-    if not (math.isfinite(args.shine) and 0.0 <= args.shine <= MAX_SHINE):
+    if args.shine is not None and not (math.isfinite(args.shine) and 0.0 <= args.shine <= MAX_SHINE):
         raise UserError(f"--shine must be a number from 0 (matte) to {MAX_SHINE:g} (glossy), got {args.shine}")
+    saved_path = None if args.no_settings else settings_path()
+    saved = load_settings(saved_path) if saved_path else None
+    look = starting_look(saved, args.light, args.shine, bool(args.background), args.avatar_height, preset_names())
     clock = MonotonicClock()
     renderer = load_avatar(args.avatar, args.backend)
     realtime = not args.offline
@@ -146,11 +154,16 @@ async def _run(args) -> int:
             print(f"relitcam run: virtual microphone off: {e}", file=sys.stderr)  # optional: carry on without it
 
     backgrounds = BackgroundSet(args.background, args.canvas)
-    light_from_background = args.light == BACKGROUND_LIGHT
-    base = background_lighting(backgrounds.current) if light_from_background else resolve_lighting(args.light)
-    lighting = LightingState(base, now_s=clock.now_s(), controls=LightingControls(shine=args.shine))
+    if look.background in backgrounds.names:  # a saved picture that is no longer offered is skipped
+        backgrounds.select(look.background)
+    light_from_background = look.light == BACKGROUND_LIGHT
+    base = background_lighting(backgrounds.current) if light_from_background else resolve_lighting(look.light)
+    lighting = LightingState(base, now_s=clock.now_s(), controls=LightingControls(
+        yaw_deg=look.yaw_deg, pitch_deg=look.pitch_deg, gain=look.intensity, tint_rgb=look.tint_rgb, shine=look.shine))
+    if saved is not None:
+        print(f"relitcam: starting from the look saved in {saved_path} (--no-settings for the built-in one)")
     config = PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
-                            latency_budget_ms=args.latency_budget_ms, avatar_height_frac=args.avatar_height,
+                            latency_budget_ms=args.latency_budget_ms, avatar_height_frac=look.avatar_height,
                             voice_gate_db=args.voice_gate_db)
     pipeline = Pipeline(source, renderer, lighting, backgrounds, sinks, config, clock)
     from pathlib import Path
@@ -188,6 +201,7 @@ async def _run(args) -> int:
             h.stop()
         if server is not None:
             await server.close()
+        remember_look(controls, saved_path)
     report = stats.report()
     print(json.dumps(report, indent=2))
     if args.stats:
