@@ -45,7 +45,7 @@ class StartLook:
     intensity: float
     tint_rgb: tuple[float, float, float]
     shine: float
-    background: str | None  # None: the first one offered
+    background: str | None  # selected if offered; else (or None) the first one offered
     avatar_height: float
 
 
@@ -101,10 +101,11 @@ def save_settings(settings: LiveSettings, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def starting_look(saved: LiveSettings | None, light: str | None, shine: float | None, background_given: bool,
-                  avatar_height: float | None, presets: list[str]) -> StartLook:
+def starting_look(saved: LiveSettings | None, light: str | None, shine: float | None, avatar_height: float | None,
+                  presets: list[str]) -> StartLook:
     """Flags first (None: not given), then `saved`, then the defaults. The saved light's direction, intensity and
-    tint come back with it, and only with it; a saved light that is no longer a preset is dropped."""
+    tint come back with it, and only with it; a saved light that is no longer a preset is dropped. The background is
+    the saved one if it is among those offered (`--background` says which are offered; the caller checks)."""
     s = saved or LiveSettings()
     restore_light = light is None and s.light is not None and (s.light in presets or s.light == BACKGROUND_LIGHT)
     base = LiveSettings() if not restore_light else s
@@ -112,7 +113,7 @@ def starting_look(saved: LiveSettings | None, light: str | None, shine: float | 
         light=light if light is not None else (s.light if restore_light else DEFAULT_LIGHT),
         yaw_deg=base.yaw_deg, pitch_deg=base.pitch_deg, intensity=base.intensity, tint_rgb=tuple(base.tint_rgb),
         shine=shine if shine is not None else s.shine,
-        background=None if background_given else s.background,
+        background=s.background,
         avatar_height=avatar_height if avatar_height is not None else s.avatar_height,
     )
 

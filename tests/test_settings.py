@@ -50,15 +50,15 @@ def test_a_damaged_settings_file_is_reported_and_ignored(tmp_path, capsys, text,
 def test_flags_win_then_saved_settings_then_defaults():
     saved = LiveSettings(light="top", yaw_deg=20.0, intensity=2.0, shine=0.3, background="charcoal",
                          avatar_height=0.6)
-    look = starting_look(saved, None, None, False, None, PRESETS)
+    look = starting_look(saved, None, None, None, PRESETS)
     assert (look.light, look.yaw_deg, look.intensity, look.shine, look.background, look.avatar_height) == (
         "top", 20.0, 2.0, 0.3, "charcoal", 0.6)
-    flags = starting_look(saved, "left_side", 1.5, True, 1.0, PRESETS)
-    assert (flags.light, flags.yaw_deg, flags.intensity, flags.shine, flags.background, flags.avatar_height) == (
-        "left_side", 0.0, 1.0, 1.5, None, 1.0)  # the saved light's direction goes with the saved light only
-    gone = starting_look(LiveSettings(light="disco", yaw_deg=40.0), None, None, False, None, PRESETS)
+    flags = starting_look(saved, "left_side", 1.5, 1.0, PRESETS)
+    assert (flags.light, flags.yaw_deg, flags.intensity, flags.shine, flags.avatar_height) == (
+        "left_side", 0.0, 1.0, 1.5, 1.0)  # the saved light's direction goes with the saved light only
+    gone = starting_look(LiveSettings(light="disco", yaw_deg=40.0), None, None, None, PRESETS)
     assert (gone.light, gone.yaw_deg) == (DEFAULT_LIGHT, 0.0)
-    assert starting_look(None, None, None, False, None, PRESETS).light == DEFAULT_LIGHT
+    assert starting_look(None, None, None, None, PRESETS).light == DEFAULT_LIGHT
 
 
 def test_controls_report_the_look_on_screen_and_count_changes():

@@ -49,7 +49,9 @@ def test_run_starts_from_the_saved_look_unless_a_flag_names_it(tmp_path):
     assert abs(saved[5, 5] - 31).max() <= 6  # charcoal (sRGB 0.12) where a full-height avatar would not leave room
     assert abs(saved[100, 160] - 31).max() <= 6  # the avatar is half the canvas high: the middle is still wall
     flagged = first_frame("--avatar-height", "1", "--background", "office_blue")
-    assert abs(flagged[5, 5] - 31).max() > 40  # the flags win
+    assert abs(flagged[5, 5] - 31).max() > 40  # the flags win (charcoal is not offered)
+    offered = first_frame("--background", "office_blue", "--background", "charcoal")
+    assert abs(offered[5, 5] - 31).max() <= 6  # the saved background is picked from those offered
     assert abs(flagged[100, 160] - flagged[5, 5]).max() > 40  # full height: the head is where the wall was
     fresh = first_frame("--no-settings")
     assert abs(fresh[5, 5] - saved[5, 5]).max() > 20  # built-in look: studio_grey, not the saved charcoal

@@ -108,7 +108,7 @@ async def _run(args) -> int:
         raise UserError(f"--shine must be a number from 0 (matte) to {MAX_SHINE:g} (glossy), got {args.shine}")
     saved_path = None if args.no_settings else settings_path()
     saved = load_settings(saved_path) if saved_path else None
-    look = starting_look(saved, args.light, args.shine, bool(args.background), args.avatar_height, preset_names())
+    look = starting_look(saved, args.light, args.shine, args.avatar_height, preset_names())
     clock = MonotonicClock()
     renderer = load_avatar(args.avatar, args.backend)
     realtime = not args.offline
