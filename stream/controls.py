@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from models.lighting.files import read_environment_map
 from models.lighting.lighting import Lighting
 from models.lighting.sources import preset, preset_names
 from stream.backgrounds import Background, BackgroundSet, background_lighting, load_background
+from stream.checks import finite_number_in
 from stream.clock import Clock
 from stream.compose import Compositor
 from stream.lighting_state import MAX_GAIN, MAX_SHINE, LightingState
@@ -56,12 +56,10 @@ class ControlError(ValueError):
 
 
 def _number(msg: dict, key: str, lo: float, hi: float) -> float:
-    v = msg.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ControlError(f"{msg['type']!r} needs {key!r} as a finite number, got {v!r}")
-    if not lo <= v <= hi:
-        raise ControlError(f"{msg['type']!r}: {key!r} must be in [{lo}, {hi}], got {v}")
-    return float(v)
+    try:
+        return finite_number_in(msg.get(key), lo, hi, f"{msg['type']!r}: {key!r}")
+    except ValueError as e:
+        raise ControlError(str(e)) from None
 
 
 def _string(msg: dict, key: str) -> str:

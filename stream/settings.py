@@ -10,11 +10,12 @@ rest of the look still is.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from stream.checks import finite_number_in
 
 SETTINGS_ENV = "RELITCAM_SETTINGS"
 FORMAT = "relitcam-live-settings"
@@ -57,10 +58,7 @@ def settings_path() -> Path:
 
 
 def _number(d: dict, key: str, lo: float, hi: float, default: float) -> float:
-    v = d.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-        raise ValueError(f"'{key}' must be a number in [{lo:g}, {hi:g}], got {v!r}")
-    return float(v)
+    return finite_number_in(d.get(key, default), lo, hi, repr(key))
 
 
 def settings_from_dict(d: dict) -> LiveSettings:
@@ -75,7 +73,7 @@ def settings_from_dict(d: dict) -> LiveSettings:
     tint = d.get("tint_rgb", [1.0, 1.0, 1.0])
     if not (isinstance(tint, list) and len(tint) == 3):
         raise ValueError(f"'tint_rgb' must be 3 numbers, got {tint!r}")
-    tint_rgb = tuple(_number({"t": t}, "t", 0.0, 1.0, 1.0) for t in tint)
+    tint_rgb = tuple(finite_number_in(t, 0.0, 1.0, "'tint_rgb'") for t in tint)
     return LiveSettings(light=light, yaw_deg=_number(d, "yaw_deg", -180, 180, 0.0),
                         pitch_deg=_number(d, "pitch_deg", -90, 90, 0.0), intensity=_number(d, "intensity", 0, 4, 1.0),
                         tint_rgb=tint_rgb, shine=_number(d, "shine", 0, 2, 1.0), background=background,

@@ -33,7 +33,7 @@ def test_settings_round_trip_and_live_in_the_tests_own_folder(tmp_path):
     ("{broken", "Expecting"),
     ('{"format": "something-else"}', "not a relitcam-live-settings file"),
     ('{"format": "relitcam-live-settings", "version": 9}', "version 9"),
-    ('{"format": "relitcam-live-settings", "version": 1, "shine": 7}', "'shine' must be a number in [0, 2]"),
+    ('{"format": "relitcam-live-settings", "version": 1, "shine": 7}', "'shine' must be in [0, 2], got 7"),
     ('{"format": "relitcam-live-settings", "version": 1, "light": 3}', "'light' must be a name"),
     ('{"format": "relitcam-live-settings", "version": 1, "tint_rgb": [1, 2]}', "'tint_rgb' must be 3 numbers"),
 ])
