@@ -75,6 +75,7 @@ def load_background(spec: str, size_px: tuple[int, int]) -> Background:
 
 
 ADDED_PREFIX = "\0added:"  # spec of a picture given as pixels (cannot clash with a built-in name or a path)
+MAX_ADDED = 8  # uploaded pictures kept on offer (2.8 MB each at 1280x720): a long call must not grow without bound
 
 
 class BackgroundSet:
@@ -84,6 +85,7 @@ class BackgroundSet:
         self.size_px = size_px
         self.specs = list(specs) if specs else list(BUILTIN_BACKGROUNDS)
         self._cache: dict[str, Background] = {}
+        self._added = 0  # uploads so far: numbers their specs, never reused
         self.index = 0
         self.current = self._load(self.specs[0])
 
@@ -103,16 +105,26 @@ class BackgroundSet:
 
     def add(self, background: Background) -> Background:
         """Offer a picture prepared elsewhere (the page's upload) and select it. A name already on offer gets a
-        numbered suffix, so nothing the user had is replaced."""
+        numbered suffix, so nothing the user had is replaced; past MAX_ADDED uploads the oldest one is let go."""
         if background.srgb.shape != (self.size_px[1], self.size_px[0], 3):
             raise ValueError(f"background {background.name!r} is {background.srgb.shape}, not the canvas size")
+        added = [s for s in self.specs if s.startswith(ADDED_PREFIX)]
+        if len(added) >= MAX_ADDED:  # the oldest upload goes (the new one is selected next, so it may be current)
+            self.specs.remove(added[0])
+            del self._cache[added[0]]
         name, n = background.name, 2
         while name in self.names:
             name, n = f"{background.name}-{n}", n + 1
-        spec = f"{ADDED_PREFIX}{len(self.specs)}"
+        self._added += 1
+        spec = f"{ADDED_PREFIX}{self._added}"
         self._cache[spec] = Background(name=name, srgb=background.srgb)
         self.specs.append(spec)
         return self.select(name)
+
+    @property
+    def current_spec(self) -> str:
+        """What identifies the selected background for as long as it is on offer (its lighting is cached by it)."""
+        return self.specs[self.index]
 
     def select(self, name: str) -> Background:
         if name not in self.names:

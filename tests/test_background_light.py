@@ -148,3 +148,19 @@ def test_an_uploaded_picture_is_offered_selected_and_lights_when_asked(monkeypat
     assert reply["type"] == "error" and "40x30 pixels is more than the 100 allowed" in reply["error"]
     assert asyncio.run(controls.load_background_bytes(b"\x89PNG garbage", "x.png"))["type"] == "error"
     assert controls.state() == before
+
+
+def test_uploads_past_the_limit_let_the_oldest_go_and_its_light_with_it():
+    from stream.backgrounds import MAX_ADDED
+
+    clock = ManualClock(1.0)
+    controls = _controls(clock)
+    asyncio.run(controls.handle({"type": "background_light", "on": True}))
+    for i in range(MAX_ADDED + 2):
+        reply = asyncio.run(controls.load_background_bytes(_png((20 * i, 90, 200 - 15 * i)), f"pic{i}.png"))
+        assert reply["state"]["background"] == f"pic{i}" and reply["state"]["base"] == f"background:pic{i}"
+    names = controls.state()["backgrounds"]
+    assert names == ["warm_wall", "office_blue"] + [f"pic{i}" for i in range(2, MAX_ADDED + 2)]
+    assert len(controls.backgrounds._cache) <= MAX_ADDED + 2  # the pictures let go are not held
+    assert set(controls._background_lightings) <= set(controls.backgrounds.specs)
+    assert len(controls._background_lightings) <= MAX_ADDED + 1
