@@ -94,11 +94,11 @@ def load_avatar(spec: str | None, backend: str = "onnxruntime"):
 
 async def _run(args) -> int:
     from models.lighting.files import resolve_lighting
+    from models.lighting.sources import preset_names
     from stream.backgrounds import BackgroundSet, background_lighting
     from stream.clock import MonotonicClock
     from stream.controls import Controls
     from stream.hotkeys import HELP, GlobalHotkeys, TerminalHotkeys
-    from models.lighting.sources import preset_names
     from stream.lighting_state import MAX_SHINE, LightingControls, LightingState
     from stream.pipeline import Pipeline, PipelineConfig
     from stream.settings import BACKGROUND_LIGHT, load_settings, remember_look, settings_path, starting_look
