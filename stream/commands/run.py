@@ -39,12 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--fps", type=float, choices=(25.0, 30.0), default=30.0)
     look.add_argument("--canvas", type=_size, default=(1280, 720), help="output size WxH px (default 1280x720)")
     look.add_argument("--avatar-height", type=float, default=None,
-                      help="avatar height as a fraction of the canvas height (default 1: fills it, as a webcam)")
+                      help="avatar height as a fraction of the canvas height (default: the last run's, else 1: fills "
+                           "it, as a webcam)")
     look.add_argument("--light", default=None,
                       help="starting lighting: preset name, L.json, or 'background' to be lit like the background "
-                           "picture (and follow it when it changes; the l key toggles this live); default soft_front")
+                           "picture (and follow it when it changes; the l key toggles this live); default: the last "
+                           "run's, else soft_front")
     look.add_argument("--shine", type=float, default=None,
-                      help="skin highlights, 0 (matte) to 2 (glossy); 1 = as enrolled ([ and ] change it live)")
+                      help="skin highlights, 0 (matte) to 2 (glossy), 1 = as enrolled ([ and ] change it live); "
+                           "default: the last run's, else 1")
     look.add_argument("--background", action="append", help="built-in name or image path (repeat to offer several)")
     look.add_argument("--hdr", action="append", help="HDR/EXR maps for the h key (default: Blender's studio lights)")
     look.add_argument("--latency-budget-ms", type=float, default=100.0)
