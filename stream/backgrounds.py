@@ -85,6 +85,7 @@ class BackgroundSet:
         self.size_px = size_px
         self.specs = list(specs) if specs else list(BUILTIN_BACKGROUNDS)
         self._cache: dict[str, Background] = {}
+        self._lightings: dict[str, Lighting] = {}  # background_lighting of each spec asked for, while it is on offer
         self._added = 0  # uploads so far: numbers their specs, never reused
         self.index = 0
         self.current = self._load(self.specs[0])
@@ -112,6 +113,7 @@ class BackgroundSet:
         if len(added) >= MAX_ADDED:  # the oldest upload goes (the new one is selected next, so it may be current)
             self.specs.remove(added[0])
             del self._cache[added[0]]
+            self._lightings.pop(added[0], None)
         name, n = background.name, 2
         while name in self.names:
             name, n = f"{background.name}-{n}", n + 1
@@ -121,10 +123,13 @@ class BackgroundSet:
         self.specs.append(spec)
         return self.select(name)
 
-    @property
-    def current_spec(self) -> str:
-        """What identifies the selected background for as long as it is on offer (its lighting is cached by it)."""
-        return self.specs[self.index]
+    def current_lighting(self) -> Lighting:
+        """`background_lighting` of the selected background, computed once per background (~0.1 s: call it off the
+        event loop when live)."""
+        spec = self.specs[self.index]
+        if spec not in self._lightings:
+            self._lightings[spec] = background_lighting(self.current)
+        return self._lightings[spec]
 
     def select(self, name: str) -> Background:
         if name not in self.names:

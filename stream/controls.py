@@ -18,9 +18,8 @@ from pathlib import Path
 from models.lighting.envmap import environment_lighting
 from models.lighting.exposure import exposed_for_face
 from models.lighting.files import read_environment_map
-from models.lighting.lighting import Lighting
 from models.lighting.sources import preset, preset_names
-from stream.backgrounds import Background, BackgroundSet, background_lighting, load_background
+from stream.backgrounds import Background, BackgroundSet, load_background
 from stream.checks import finite_number_in
 from stream.clock import Clock
 from stream.compose import Compositor
@@ -108,7 +107,6 @@ class Controls:
         # While on, the base lighting is the current background's and follows it when the background changes;
         # picking a preset or an HDR map turns it off (the explicit choice wins).
         self.light_from_background = False
-        self._background_lightings: dict[str, Lighting] = {}  # by BackgroundSet.current_spec
         self.quit_requested = asyncio.Event()
         self.changes = 0  # control messages that changed something (what makes the look worth saving)
 
@@ -236,14 +234,7 @@ class Controls:
                             avatar_height=self.compositor.height_frac if self.compositor else 1.0)
 
     async def _set_background_lighting(self) -> None:
-        spec = self.backgrounds.current_spec
-        lighting = self._background_lightings.get(spec)
-        if lighting is None:  # a picture's environment costs ~0.1 s: once per background, off the event loop
-            lighting = await asyncio.to_thread(background_lighting, self.backgrounds.current)
-            # Only backgrounds still on offer keep theirs (uploads past the limit are let go).
-            self._background_lightings = {k: v for k, v in self._background_lightings.items()
-                                          if k in self.backgrounds.specs}
-            self._background_lightings[spec] = lighting
+        lighting = await asyncio.to_thread(self.backgrounds.current_lighting)  # ~0.1 s the first time
         self.lighting.set_base(lighting, self.clock.now_s())
 
     async def _follow_background(self) -> None:

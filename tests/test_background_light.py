@@ -162,5 +162,5 @@ def test_uploads_past_the_limit_let_the_oldest_go_and_its_light_with_it():
     names = controls.state()["backgrounds"]
     assert names == ["warm_wall", "office_blue"] + [f"pic{i}" for i in range(2, MAX_ADDED + 2)]
     assert len(controls.backgrounds._cache) <= MAX_ADDED + 2  # the pictures let go are not held
-    assert set(controls._background_lightings) <= set(controls.backgrounds.specs)
-    assert len(controls._background_lightings) <= MAX_ADDED + 1
+    assert set(controls.backgrounds._lightings) <= set(controls.backgrounds.specs)  # nor their lights
+    assert len(controls.backgrounds._lightings) <= MAX_ADDED + 1

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import sys
 
 from stream.cli import UserError
@@ -98,7 +97,8 @@ def load_avatar(spec: str | None, backend: str = "onnxruntime"):
 async def _run(args) -> int:
     from models.lighting.files import resolve_lighting
     from models.lighting.sources import preset_names
-    from stream.backgrounds import BackgroundSet, background_lighting
+    from stream.backgrounds import BackgroundSet
+    from stream.checks import finite_number_in
     from stream.clock import MonotonicClock
     from stream.controls import Controls
     from stream.hotkeys import HELP, GlobalHotkeys, TerminalHotkeys
@@ -107,8 +107,11 @@ async def _run(args) -> int:
     from stream.settings import BACKGROUND_LIGHT, load_settings, remember_look, settings_path, starting_look
     from stream.sink import SinkUnavailable
 
-    if args.shine is not None and not (math.isfinite(args.shine) and 0.0 <= args.shine <= MAX_SHINE):
-        raise UserError(f"--shine must be a number from 0 (matte) to {MAX_SHINE:g} (glossy), got {args.shine}")
+    if args.shine is not None:
+        try:
+            finite_number_in(args.shine, 0.0, MAX_SHINE, "--shine")
+        except ValueError:
+            raise UserError(f"--shine must be a number from 0 (matte) to {MAX_SHINE:g} (glossy), got {args.shine}") from None
     saved_path = None if args.no_settings else settings_path()
     saved = load_settings(saved_path) if saved_path else None
     look = starting_look(saved, args.light, args.shine, args.avatar_height, preset_names())
@@ -160,7 +163,7 @@ async def _run(args) -> int:
     if look.background in backgrounds.names:  # a saved picture that is no longer offered is skipped
         backgrounds.select(look.background)
     light_from_background = look.light == BACKGROUND_LIGHT
-    base = background_lighting(backgrounds.current) if light_from_background else resolve_lighting(look.light)
+    base = backgrounds.current_lighting() if light_from_background else resolve_lighting(look.light)
     lighting = LightingState(base, now_s=clock.now_s(), controls=LightingControls(
         yaw_deg=look.yaw_deg, pitch_deg=look.pitch_deg, gain=look.intensity, tint_rgb=look.tint_rgb, shine=look.shine))
     if saved is not None:
