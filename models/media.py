@@ -49,6 +49,7 @@ class VideoInfo:
     duration_s: float
     has_audio: bool
     rotation_deg: int = 0  # how far the decoded pictures are turned counter-clockwise to be shown (phone videos)
+    fps_measured: bool = False  # True where the container declares no rate and fps comes from the frames' times
 
 
 @dataclass
@@ -98,6 +99,75 @@ def _stream_fps(stream) -> float:
     return float(rate)
 
 
+# Rates cameras and encoders use; a measured rate within 1 % of one of them is taken to be it.
+COMMON_RATES = (
+    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(50),
+    Fraction(60000, 1001), Fraction(60), Fraction(15), Fraction(12), Fraction(10), Fraction(20), Fraction(48),
+    Fraction(90), Fraction(120),
+)
+RATE_SAMPLE_S = 4.0  # how much of a video's start its rate is measured over
+
+
+def measured_fps(frame_pts_s: np.ndarray) -> float:
+    """Frame rate from frame times: the mean of the typical intervals, snapped to a common rate within 1 %.
+
+    Typical means within a quarter of the median: cameras in browsers deliver a frame late, early or not at all now
+    and then, and those intervals would pull a plain mean off. Among the rest the mean, not the median: over a run
+    of intervals it is the span over their count, precise enough to tell 29.97 from 30. Raises ValueError with
+    fewer than two distinct times.
+    """
+    intervals_s = np.diff(np.unique(np.asarray(frame_pts_s, dtype=np.float64)))
+    if intervals_s.size == 0:
+        raise ValueError("a frame rate needs at least two frames with distinct times")
+    median_s = float(np.median(intervals_s))
+    fps = 1.0 / float(intervals_s[np.abs(intervals_s - median_s) <= 0.25 * median_s].mean())
+    nearest = min(COMMON_RATES, key=lambda rate: abs(float(rate) - fps))
+    return float(nearest) if abs(float(nearest) - fps) <= 0.01 * float(nearest) else fps
+
+
+def _packet_times_s(container, stream, max_span_s: float | None) -> np.ndarray:
+    """Sorted presentation times of the stream's packets, from its start up to max_span_s after it (None: all).
+
+    Demuxing only: no decoding, so scanning a whole recording for its length is cheap.
+    """
+    times_s: list[float] = []
+    start_s = float("inf")
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.time_base is None:
+                continue
+            t = float(packet.pts * packet.time_base)
+            if max_span_s is not None and t - start_s > max_span_s:
+                break
+            times_s.append(t)
+            start_s = min(start_s, t)
+    except av.error.FFmpegError:
+        pass  # a truncated tail (an interrupted recording) still has the times read before it
+    return np.sort(np.array(times_s, np.float64))
+
+
+def video_seconds(path: str | os.PathLike) -> float:
+    """How long a video's frames play, from its packets' times: for files whose headers give no duration.
+
+    Browsers' MediaRecorder writes WebM as a live stream, without a duration; 0.0 where no packet has a time.
+    """
+    with _open(path) as container:
+        times_s = _packet_times_s(container, _video_stream(container, path), None)
+    if times_s.size == 0:
+        return 0.0
+    last_interval_s = float(np.median(np.diff(times_s))) if times_s.size > 1 else 0.0
+    return float(times_s[-1] - times_s[0] + last_interval_s)
+
+
+def _measured_stream_fps(path) -> float:
+    with _open(path) as container:
+        times_s = _packet_times_s(container, _video_stream(container, path), RATE_SAMPLE_S)
+    try:
+        return measured_fps(times_s)
+    except ValueError as e:
+        raise ValueError(f"'{path}' declares no frame rate and its frames' times give none: {e}") from e
+
+
 def display_quarter_turns(rotation_deg: float, path: str | os.PathLike = "") -> int:
     """np.rot90's k that shows a picture upright, given the display rotation a container asks for.
 
@@ -143,8 +213,12 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         elif container.duration is not None:
             duration_s = container.duration / av.time_base
         else:
-            duration_s = 0.0
-        fps, frame_count, has_audio = _stream_fps(stream), int(stream.frames or 0), bool(container.streams.audio)
+            duration_s = video_seconds(path)
+        # A file with no declared average rate (MediaRecorder's WebM) leaves FFmpeg guessing from the timestamps'
+        # resolution or a few early frames (1000, 50, 20 fps for a 10 fps camera); the frames' own times say.
+        fps_measured = stream.average_rate is None
+        fps = _measured_stream_fps(path) if fps_measured else _stream_fps(stream)
+        frame_count, has_audio = int(stream.frames or 0), bool(container.streams.audio)
         width_px, height_px = stream.codec_context.width, stream.codec_context.height
         rotation_deg = _first_frame_rotation(container, stream, path)
         if display_quarter_turns(rotation_deg, path) % 2:
@@ -157,6 +231,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             duration_s=duration_s,
             has_audio=has_audio,
             rotation_deg=rotation_deg,
+            fps_measured=fps_measured,
         )
 
 

@@ -387,3 +387,11 @@ def test_head_ellipsoid_turns_into_the_silhouette_without_a_step_at_its_rim():
     rim = int(np.flatnonzero(inside)[-1])
     assert hard > 60 and step[rim] < 1.0  # across the rim: the hard switch's step, against none
     assert step.max() < 0.25 * hard  # and no new step elsewhere (the ellipsoid curves fast near its rim by itself)
+
+
+def test_a_browser_recording_too_short_is_refused_before_any_tracking(tmp_path):
+    # MediaRecorder's WebM declares no duration; its packets give it, so the length check needs no tracking
+    # (this canvas holds no face: tracking would have ended in "no face found" instead).
+    webm = Path(__file__).parent / "data" / "mediarecorder" / "canvas10_uneven.webm"
+    with pytest.raises(ValueError, match=r"is 3\.0 s long; enrollment needs at least 20 s"):
+        prepare_video(webm, tmp_path / "w", size_px=64, progress=False)

@@ -274,3 +274,70 @@ def test_photo_exif_orientation_is_applied(tmp_path):
     image = media.read_image_rgb(tmp_path / "phone.jpg")
     assert image.shape == (64, 32, 3)
     assert _white_centre_xy(image) == pytest.approx((27, 4.5), abs=1.0)  # the top-left corner went top-right
+
+
+# ---------------------------------------------------------------------------- files that declare no rate (browsers)
+
+MEDIARECORDER_WEBM = Path(__file__).parent / "data" / "mediarecorder" / "canvas10_uneven.webm"
+
+
+def test_a_browser_recording_is_read_at_the_rate_its_frames_came(tmp_path):
+    # Chromium's MediaRecorder, 10 fps with some frames 50 or 150 ms apart (tests/data/mediarecorder/make.py): the
+    # file declares neither rate nor duration, and FFmpeg's own guess is about twice the real rate.
+    with av.open(str(MEDIARECORDER_WEBM)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate is None and container.duration is None
+        assert abs(float(stream.guessed_rate) - 10.0) > 5.0
+    info = media.probe_video(MEDIARECORDER_WEBM)
+    assert info.fps == 10.0 and info.fps_measured
+    assert 2.9 < info.duration_s < 3.2 and info.has_audio
+    # On the 10 fps grid each frame is shown once, save those a late frame holds for an extra tick.
+    clip = media.read_video(MEDIARECORDER_WEBM, constant_fps=info.fps)
+    held = int(np.sum(np.all(clip.frames[1:] == clip.frames[:-1], axis=(1, 2, 3))))
+    assert abs(clip.frame_count - 30) <= 1 and held <= 4
+
+
+def test_measured_rate_is_the_typical_interval_snapped_to_a_common_rate():
+    ntsc_in_ms = np.round(np.arange(120) * 1001 / 30) / 1000  # 29.97 fps in WebM's millisecond times
+    assert media.measured_fps(ntsc_in_ms) == pytest.approx(30000 / 1001)
+    assert media.measured_fps(np.round(np.arange(120) * 100 / 3) / 1000) == 30.0
+    late_and_dropped = np.cumsum([0.04] * 50 + [0.08, 0.12] * 5)  # 25 fps, a sixth of the intervals long
+    assert media.measured_fps(late_and_dropped) == 25.0
+    assert media.measured_fps(np.arange(10) * 0.07) == pytest.approx(1 / 0.07)  # no common rate near: as measured
+    with pytest.raises(ValueError, match="at least two frames"):
+        media.measured_fps(np.array([0.5, 0.5]))
+
+
+def _without_declared_rate(path: Path) -> None:
+    """Void the Matroska DefaultDuration and Duration elements, as MediaRecorder writes files (EBML Void, same size)."""
+    data = bytearray(path.read_bytes())
+    for element_id in (b"\x23\xe3\x83", b"\x44\x89"):
+        at = data.find(element_id)
+        size_byte = data[at + len(element_id)]
+        width = 8 - size_byte.bit_length() + 1  # EBML variable-size integer: leading zeros say its length
+        value = int.from_bytes(bytes([size_byte & (0xFF >> width)]) + data[at + len(element_id) + 1:at + len(element_id) + width], "big")
+        total = len(element_id) + width + value
+        data[at:at + total] = bytes([0xEC, 0x80 | (total - 2)]) + bytes(total - 2)
+    path.write_bytes(data)
+
+
+def test_a_webm_without_declared_rate_or_duration_gets_both_from_its_packets(tmp_path):
+    path = tmp_path / "uneven.webm"
+    with av.open(str(path), "w", format="webm") as container:
+        stream = container.add_stream("libvpx", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)  # millisecond times, as browsers
+        t_ms, gaps = 0, [40, 40, 40, 40, 80, 40, 40, 120]  # 25 fps, late frames; the encoder was told 30
+        for k in range(50):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t_ms, Fraction(1, 1000)
+            last_ms, t_ms = t_ms, t_ms + gaps[k % len(gaps)]
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    declared = media.probe_video(path)
+    assert declared.fps == 30.0 and not declared.fps_measured  # a declared rate is taken as declared
+    _without_declared_rate(path)
+    info = media.probe_video(path)
+    assert info.fps == 25.0 and info.fps_measured
+    assert info.duration_s == pytest.approx((last_ms + 40) / 1000, abs=1e-3)  # the last frame lasts 40 ms
+    assert media.video_seconds(path) == pytest.approx(info.duration_s)
