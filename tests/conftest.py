@@ -1,6 +1,6 @@
 """Shared pytest setup: GPU tests are skipped with a reason when CuPy has no CUDA device; a one-torch-thread fixture;
 a small writer of Radiance .hdr files (flat or run-length scanlines) for tests of the reader; and every test's
-`relitcam run` settings file in its own temporary folder, never the user's."""
+`relitcam run` settings file and enrolled-avatars folder in its own temporary folder, never the user's."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ def _own_live_settings(tmp_path, monkeypatch):
     from stream.settings import SETTINGS_ENV
 
     monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "live_settings.json"))
+
+
+@pytest.fixture(autouse=True)
+def _own_avatars_dir(tmp_path, monkeypatch):
+    import models.enroll.enroll as enroll
+
+    monkeypatch.setattr(enroll, "DEFAULT_AVATARS_DIR", tmp_path / "enrolled_avatars")
 
 
 @pytest.fixture

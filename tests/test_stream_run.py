@@ -60,7 +60,7 @@ def test_run_starts_from_the_saved_look_unless_a_flag_names_it(tmp_path):
 def test_run_refuses_incomplete_or_wrong_arguments(tmp_path):
     with pytest.raises(UserError, match="--audio"):
         run.main(["--avatar", AVATAR, "--source", "file", "--no-hotkeys"])
-    with pytest.raises(ValueError, match="module.path:factory"):
+    with pytest.raises(ValueError, match=r"enrolled: none yet .*module.path:factory"):
         run.main(["--avatar", "my_avatar_folder", "--source", "file", "--audio", "x.wav", "--no-hotkeys"])
     with pytest.raises(SystemExit):
         run.main(["--avatar", AVATAR, "--canvas", "big"])
@@ -77,3 +77,18 @@ def test_hotkeys_map_to_control_messages():
                                                           "background_light", "quit"]
     assert key_message("[") == {"type": "shine_step", "steps": -1} and key_message("]")["steps"] == 1
     assert key_message("0") is None and key_message("x") is None
+
+
+def test_an_enrolled_avatar_is_found_by_its_name(tmp_path):
+    import models.enroll.enroll as enroll
+    from stream.bundle_renderer import DEFAULT_BUNDLE
+
+    avatars = enroll.DEFAULT_AVATARS_DIR  # this test's own folder (conftest)
+    avatars.mkdir(parents=True)
+    (avatars / "alice").symlink_to(DEFAULT_BUNDLE, target_is_directory=True)
+    (avatars / "bob").mkdir()  # enrollment still running: no manifest yet
+    assert list(enroll.enrolled_avatars()) == ["alice"]
+    renderer = run.load_avatar("alice")
+    assert renderer.fps == run.load_avatar(str(DEFAULT_BUNDLE)).fps
+    with pytest.raises(ValueError, match=r"'carol' is neither an enrolled avatar's name \(enrolled: alice\)"):
+        run.load_avatar("carol")

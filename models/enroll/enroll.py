@@ -32,6 +32,15 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_AVATARS_DIR = Path(os.environ.get("XDG_DATA_HOME", "~/.local/share")) / "relitcam" / "avatars"
 
 
+def enrolled_avatars(avatars_dir: Path | None = None) -> dict[str, Path]:
+    """Avatars `relitcam enroll` has written, by name: the folders of avatars_dir (default: where enroll writes)
+    that hold a bundle manifest. A folder without one (an enrollment still running) is left out."""
+    folder = Path(avatars_dir if avatars_dir is not None else DEFAULT_AVATARS_DIR).expanduser()
+    if not folder.is_dir():
+        return {}
+    return {p.name: p for p in sorted(folder.iterdir()) if (p / "manifest.json").is_file()}
+
+
 @dataclass(frozen=True)
 class EnrollOptions:
     video: Path

@@ -25,8 +25,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relitcam run", description=__doc__)
-    p.add_argument("--avatar", help="avatar bundle folder (from relitcam enroll), or a renderer as module.path:factory "
-                                    "(see docs/pipeline.md); default: the shipped avatar models/avatars/default")
+    p.add_argument("--avatar", help="the name given to relitcam enroll, an avatar bundle folder, or a renderer as "
+                                    "module.path:factory (see docs/pipeline.md); default: the shipped avatar "
+                                    "models/avatars/default")
     p.add_argument("--backend", default="onnxruntime", help="where a bundle's nets run (default onnxruntime, CPU)")
     src = p.add_argument_group("audio source")
     src.add_argument("--source", choices=("mic", "file", "browser"), default="mic")
@@ -73,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_avatar(spec: str | None, backend: str = "onnxruntime"):
-    """The renderer for --avatar: the default bundle, a bundle folder, or module.path:factory."""
+def load_avatar(spec: str | None, backend: str = "onnxruntime", avatars_dir=None):
+    """The renderer for --avatar: the default bundle, a bundle folder, an enrolled avatar's name, or
+    module.path:factory (avatars_dir: where enrolled avatars are looked up; default: where enroll writes them)."""
     from pathlib import Path
 
+    from models.enroll.enroll import enrolled_avatars
     from stream.avatar import load_renderer
     from stream.bundle_renderer import DEFAULT_BUNDLE, BundleRenderer
 
@@ -88,10 +91,14 @@ def load_avatar(spec: str | None, backend: str = "onnxruntime"):
     path = Path(spec).expanduser()
     if path.is_dir():
         return BundleRenderer(path, backend)
-    if ":" not in spec:
-        raise ValueError(f"--avatar {spec!r} is neither an avatar bundle folder (no such folder) "
-                         "nor a renderer as module.path:factory")
-    return load_renderer(spec)
+    if ":" in spec:
+        return load_renderer(spec)
+    enrolled = enrolled_avatars(avatars_dir)
+    if spec in enrolled:
+        return BundleRenderer(enrolled[spec], backend)
+    names = ", ".join(enrolled) if enrolled else "none yet (relitcam enroll VIDEO --name NAME makes one)"
+    raise ValueError(f"--avatar {spec!r} is neither an enrolled avatar's name (enrolled: {names}), nor an avatar "
+                     "bundle folder (no such folder), nor a renderer as module.path:factory")
 
 
 async def _run(args) -> int:
