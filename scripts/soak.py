@@ -5,12 +5,17 @@
     .venv/bin/python scripts/soak.py --minutes 1 --out out/soak_short
     .venv/bin/python scripts/soak.py --sink webrtc --out out/soak_webrtc    # real time, to a WebRTC viewer
     .venv/bin/python scripts/soak.py --sink webrtc --viewer chromium --out out/soak_browser   # ... the web page
+    .venv/bin/python scripts/soak.py --sink virtualcam --out out/soak_vcam   # real time, into the virtual camera
 
 Runs the live pipeline (stream/pipeline.py) on a file source looped to --minutes of media, offline (every frame, as
 fast as the machine allows), into sinks that do real work: the MP4 sink writing H.264 + AAC to a temporary file, and a
 memory probe. With --sink webrtc it runs in real time instead, serving the web page's WebRTC endpoint to one viewer
 (aiortc in a separate process, so its decoders do not count; with --viewer chromium, the web page itself in
-Debian's Chromium, driven by playwright from a separate process) and dropping frames that come late, as a call does. The
+Debian's Chromium, driven by playwright from a separate process) and dropping frames that come late, as a call does.
+With --sink virtualcam it runs in real time into the virtual camera sink (stream/virtualcam.py, through pyvirtualcam's
+Camera): the real device where one is present, else (or with --camera-backend standin) a stand-in backend that does
+the device's user-space work, RGB to I420 into buffers made once, without a device; a camera that stops taking
+frames fails the soak. The
 probe reads the process's resident set size (RSS) on every frame and keeps a sample every
 --sample-s seconds (plus Python's tracemalloc total with --tracemalloc, which slows Python allocations down).
 
@@ -33,6 +38,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -43,7 +50,9 @@ from stream.file_source import FileSource  # noqa: E402
 from stream.lighting_state import LightingState  # noqa: E402
 from stream.mp4_sink import Mp4Sink  # noqa: E402
 from stream.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from stream.sink import SinkUnavailable  # noqa: E402
 from stream.types import AudioChunk, Frame  # noqa: E402
+from stream.virtualcam import VirtualCameraSink  # noqa: E402
 
 SPEECH_SAMPLE = ROOT / "models" / "assets" / "speech_sample.wav"
 MB = 1024 * 1024
@@ -80,6 +89,58 @@ class MediaLimit:
 
     def close(self) -> None:
         self.source.close()
+
+
+class StandInCameraBackend:
+    """A pyvirtualcam backend for machines without v4l2loopback: what the v4l2loopback backend does in user space
+    for each frame (RGB to I420, BT.601 limited range, into buffers allocated once), minus the write to a device.
+
+    Counts the frames it takes, so that a camera that stops taking them shows in the report."""
+
+    NAME = "relitcam-soak-standin"
+    taken = 0
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        self.width, self.height = width, height
+        self._yuv = np.empty((height * width, 3), np.float32)
+        self._i420 = np.empty(width * height * 3 // 2, np.uint8)
+        self._to_yuv = np.array([[0.257, -0.148, 0.439], [0.504, -0.291, -0.368], [0.098, 0.439, -0.071]], np.float32)
+        StandInCameraBackend.taken = 0
+
+    def send(self, frame: np.ndarray) -> None:
+        w, h = self.width, self.height
+        np.matmul(frame.reshape(-1, 3), self._to_yuv, out=self._yuv)
+        self._yuv += (16.5, 128.5, 128.5)  # offsets, plus one half: the uint8 store below truncates
+        yuv = self._yuv.reshape(h, w, 3)
+        self._i420[: w * h] = yuv[..., 0].ravel()
+        quarter = w * h // 4
+        for k, plane in ((1, slice(w * h, w * h + quarter)), (2, slice(w * h + quarter, None))):
+            self._i420[plane] = yuv[::2, ::2, k].ravel()  # chroma sited at the top-left sample, as libyuv's fast path
+        StandInCameraBackend.taken += 1
+
+    def close(self) -> None:
+        pass
+
+    def device(self) -> str:
+        return "stand-in (no device)"
+
+    def native_fourcc(self):
+        return None
+
+
+def open_camera(args) -> VirtualCameraSink:
+    """The virtual camera for --sink virtualcam: --camera-backend's, else the real one, else the stand-in."""
+    import pyvirtualcam
+
+    pyvirtualcam.register_backend(StandInCameraBackend.NAME, StandInCameraBackend)
+    backend = StandInCameraBackend.NAME if args.camera_backend == "standin" else args.camera_backend
+    try:
+        return VirtualCameraSink(args.canvas, args.fps, backend=backend)
+    except SinkUnavailable as e:
+        if args.camera_backend is not None:
+            raise
+        print(f"{e}\nsoaking into the stand-in camera backend instead", file=sys.stderr)
+        return VirtualCameraSink(args.canvas, args.fps, backend=StandInCameraBackend.NAME)
 
 
 class MemoryProbe:
@@ -230,20 +291,22 @@ async def _chromium_viewer(url: str, run: asyncio.Task):
 
 
 async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Sink | None, float, dict | None]:
-    """Offline into the MP4 sink (--sink mp4), or in real time to one WebRTC viewer (--sink webrtc)."""
+    """Offline into the MP4 sink (--sink mp4), or in real time to one WebRTC viewer (--sink webrtc) or into the
+    virtual camera (--sink virtualcam)."""
     clock = MonotonicClock()
-    realtime = args.sink == "webrtc"
+    realtime = args.sink in ("webrtc", "virtualcam")
     source = MediaLimit(FileSource.from_path(args.audio, realtime=realtime, loop=True), 60.0 * args.minutes)
     probe = MemoryProbe(clock, args.warmup_s, args.sample_s)
     lighting = LightingState(preset(args.light), now_s=clock.now_s())
     backgrounds = BackgroundSet(None, args.canvas)
     mp4 = Mp4Sink(mp4_path, args.fps, args.canvas) if args.sink == "mp4" else None
+    camera = open_camera(args) if args.sink == "virtualcam" else None
     pipeline = Pipeline(
         source,
         renderer,
         lighting,
         backgrounds,
-        [probe] if mp4 is None else [mp4, probe],
+        [sink for sink in (mp4, camera) if sink is not None] + [probe],
         PipelineConfig(fps=args.fps, canvas_size_px=args.canvas, realtime=realtime,
                        avatar_height_frac=args.avatar_height, heap_trim_s=args.heap_trim_s),
         clock,
@@ -252,6 +315,15 @@ async def soak(renderer, args, mp4_path: Path) -> tuple[MemoryProbe, dict, Mp4Si
     if mp4 is not None:
         stats = await pipeline.run()
         return probe, stats.report(), mp4, time.monotonic() - t0, None
+    if camera is not None:
+        try:
+            stats = await pipeline.run()
+        finally:
+            camera.close()
+        taken = StandInCameraBackend.taken if camera.backend == StandInCameraBackend.NAME else camera.frames_sent
+        return probe, stats.report(), None, time.monotonic() - t0, {
+            "backend": camera.backend, "device": camera.device, "frames_sent": camera.frames_sent,
+            "frames_taken": taken}
 
     from stream.controls import Controls
     from stream.webrtc import WebRtcServer
@@ -331,6 +403,14 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def camera_kept_up(camera: dict | None, frames_out: int) -> bool:
+    """The virtual camera took every frame the pipeline sent it, and was sent nearly every frame that came out
+    (a camera whose writes block would make the sink drop them)."""
+    if camera is None:
+        return True
+    return camera["frames_taken"] == camera["frames_sent"] and camera["frames_sent"] >= 0.99 * frames_out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--avatar", help="avatar bundle folder or renderer as module.path:factory "
@@ -348,9 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--canvas", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1280, 720))
     p.add_argument("--avatar-height", type=float, default=1.0, help="as relitcam run: fraction of the canvas height")
     p.add_argument("--light", default="studio_key")
-    p.add_argument("--sink", choices=("mp4", "webrtc"), default="mp4",
+    p.add_argument("--sink", choices=("mp4", "webrtc", "virtualcam"), default="mp4",
                    help="mp4: offline, every frame, into the MP4 sink; webrtc: in real time to one WebRTC viewer (a "
-                        "separate aiortc process) through the web server, frames dropped when late")
+                        "separate aiortc process) through the web server, frames dropped when late; virtualcam: in "
+                        "real time into the virtual camera")
+    p.add_argument("--camera-backend", help="with --sink virtualcam: a pyvirtualcam backend by name, or 'standin' "
+                                            "(default: the real camera where there is one, else the stand-in)")
     p.add_argument("--viewer", choices=("aiortc", "chromium"), default="aiortc",
                    help="with --sink webrtc: an aiortc client, or the web page in Debian's Chromium (playwright)")
     p.add_argument("--keep-mp4", action="store_true", help="keep the MP4 in --out instead of a temporary folder")
@@ -367,6 +450,8 @@ def main(argv=None) -> int:
             raise SystemExit("--viewer chromium needs --sink webrtc")
         if not Path(CHROMIUM).is_file():
             raise SystemExit(f"--viewer chromium needs Debian's chromium at {CHROMIUM} (apt install chromium)")
+    if args.camera_backend is not None and args.sink != "virtualcam":
+        raise SystemExit("--camera-backend needs --sink virtualcam")
     if args.warmup_s >= 60.0 * args.minutes:
         raise SystemExit(f"--warmup-s {args.warmup_s} must be shorter than the run ({60.0 * args.minutes} s)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -376,7 +461,7 @@ def main(argv=None) -> int:
     renderer = load_avatar(args.avatar, args.backend)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         mp4_path = (args.out if args.keep_mp4 else Path(tmp)) / "soak.mp4"
-        probe, stats, mp4, wall_s, viewer = asyncio.run(soak(renderer, args, mp4_path))
+        probe, stats, mp4, wall_s, receiver = asyncio.run(soak(renderer, args, mp4_path))
         end_snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
         mp4_mb = mp4_path.stat().st_size / MB if mp4 is not None else None
     if probe.start is None or probe.last is None:
@@ -394,7 +479,8 @@ def main(argv=None) -> int:
         "mp4_frames_written": mp4.frames_written if mp4 is not None else None,
         "mp4_mb": mp4_mb,
         "webrtc_viewer": args.viewer if args.sink == "webrtc" else None,
-        "webrtc_viewer_received": viewer,
+        "webrtc_viewer_received": receiver if args.sink == "webrtc" else None,
+        "virtualcam": receiver if args.sink == "virtualcam" else None,
         "wall_s": wall_s,
         "speed_x_realtime": media_s / wall_s,
         "fps": probe.frames / wall_s,
@@ -406,7 +492,8 @@ def main(argv=None) -> int:
         "peak_rss_mb": probe.peak_bytes / MB,
         "end_over_start": end / start,
         "tolerance": args.tolerance,
-        "passed": end <= start * (1.0 + args.tolerance),
+        "passed": end <= start * (1.0 + args.tolerance) and camera_kept_up(receiver if args.sink == "virtualcam"
+                                                                            else None, probe.frames),
         "tracemalloc": args.tracemalloc,
         "heap_trim_s": args.heap_trim_s,
         "start_traced_mb": None if probe.start[3] is None else probe.start[3] / MB,

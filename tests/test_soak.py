@@ -97,3 +97,54 @@ def test_webrtc_soak_streams_to_the_web_page_in_chromium(tmp_path):
 def test_chromium_viewer_needs_the_webrtc_sink():
     with pytest.raises(SystemExit, match="needs --sink webrtc"):
         soak.main(["--viewer", "chromium", "--minutes", "0.05", "--warmup-s", "1"])
+
+
+def test_virtualcam_soak_streams_in_real_time_into_the_stand_in_camera(tmp_path):
+    # No v4l2loopback here: pyvirtualcam finds no device, so the soak says so and uses the stand-in backend, which
+    # converts every frame to I420 as the device's backend does.
+    args = ["--minutes", str(3 / 60), "--warmup-s", "1", "--sample-s", "0.2", "--canvas", "320x240"]
+    assert soak.main(["--avatar", "test_stream_doubles:SphereHeadRenderer", "--sink", "virtualcam", "--out",
+                      str(tmp_path), *args]) == 0
+    r = json.loads((tmp_path / "SOAK.json").read_text())
+    assert r["sink"] == "virtualcam" and r["mp4_mb"] is None and r["webrtc_viewer_received"] is None
+    assert 0.8 < r["speed_x_realtime"] < 1.1
+    camera = r["virtualcam"]
+    assert camera["backend"] == soak.StandInCameraBackend.NAME
+    assert camera["frames_taken"] == camera["frames_sent"] >= 0.99 * r["frames"] > 0.8 * 90
+
+
+def test_stand_in_camera_converts_to_i420_as_the_device_backend_would():
+    import pyvirtualcam
+
+    backend = soak.StandInCameraBackend(width=4, height=2, fps=30, fourcc=None, device=None)
+    rgb = np.zeros((2, 4, 3), np.uint8)
+    rgb[:, :2] = 255  # white | black
+    backend.send(rgb)
+    y, u, v = backend._i420[:8].reshape(2, 4), backend._i420[8:10], backend._i420[10:]
+    assert y[:, :2].tolist() == [[235, 235]] * 2 and y[:, 2:].tolist() == [[16, 16]] * 2  # limited range
+    assert u.tolist() == v.tolist() == [128, 128]  # grey: no colour
+    assert soak.StandInCameraBackend.taken == 1 and pyvirtualcam is not None
+
+
+class CameraThatStops(soak.StandInCameraBackend):
+    """A camera that takes 30 frames and then fails every write (a device that went away mid-call)."""
+
+    def send(self, frame):
+        if soak.StandInCameraBackend.taken >= 30:
+            raise RuntimeError("device went away")
+        super().send(frame)
+
+
+def test_a_camera_that_stops_taking_frames_fails_the_soak(tmp_path):
+    import pyvirtualcam
+
+    pyvirtualcam.register_backend("test-stops", CameraThatStops)
+    try:
+        args = ["--minutes", str(3 / 60), "--warmup-s", "0.5", "--sample-s", "0.2", "--canvas", "320x240"]
+        assert soak.main(["--avatar", "test_stream_doubles:SphereHeadRenderer", "--sink", "virtualcam",
+                          "--camera-backend", "test-stops", "--out", str(tmp_path), *args]) == 1
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop("test-stops", None)
+    r = json.loads((tmp_path / "SOAK.json").read_text())
+    assert not r["passed"] and r["end_over_start"] <= 1.05  # memory was fine: the camera failed it
+    assert r["virtualcam"]["frames_sent"] == 30 < 0.5 * r["frames"]
