@@ -131,6 +131,11 @@ class Compositor:
         self.placement = fit_avatar(self.avatar_size_px, self.canvas_size_px, height_frac)
         self.height_frac = float(height_frac)
 
+    def set_avatar_size(self, avatar_size_px: tuple[int, int]) -> None:
+        """Another avatar's crop size (a live avatar switch), placed at the same height fraction."""
+        self.avatar_size_px = tuple(avatar_size_px)
+        self.set_height_frac(self.height_frac)
+
     def process(self, rendered: RenderedFrame, background: Background) -> np.ndarray:
         if background.srgb.shape[:2] != (self.canvas_size_px[1], self.canvas_size_px[0]):
             raise ValueError(f"background {background.name!r} is {background.srgb.shape[1]}x{background.srgb.shape[0]} px; "

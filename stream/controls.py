@@ -95,11 +95,13 @@ class Controls:
         clock: Clock,
         hdr_maps: list[Path] | None = None,
         compositor: Compositor | None = None,
+        avatars=None,
     ) -> None:
         self.lighting = lighting
         self.backgrounds = backgrounds
         self.clock = clock
         self.compositor = compositor  # None: the avatar's size is not offered
+        self.avatars = avatars  # stream.avatar_choice.AvatarChoice; None: no switching between avatars
         self.presets = preset_names()
         self.hdr_maps = list(default_hdr_maps() if hdr_maps is None else hdr_maps)
         self._hdr_index = -1
@@ -116,6 +118,7 @@ class Controls:
             "background": self.backgrounds.current.name,
             "light_from_background": self.light_from_background,
             **({"avatar_height": round(self.compositor.height_frac, 3)} if self.compositor else {}),
+            **(self.avatars.describe() if self.avatars else {}),
             "presets": self.presets,
             "backgrounds": self.backgrounds.names,
             "hdr_maps": [p.stem for p in self.hdr_maps],
@@ -216,13 +219,20 @@ class Controls:
             if self.compositor is None:
                 raise ControlError("this stream has no compositor to resize the avatar in")
             self.compositor.set_height_frac(_number(msg, "value", MIN_AVATAR_HEIGHT, 1.0))
+        elif kind == "avatar":
+            if self.avatars is None:
+                raise ControlError("this stream cannot switch avatars (it was started with a renderer, not a bundle)")
+            try:
+                await self.avatars.switch(_string(msg, "name"))
+            except ValueError as e:
+                raise ControlError(str(e)) from None
         elif kind == "quit":
             self.quit_requested.set()
         else:
             raise ControlError(
                 f"unknown control type {kind!r}; valid types: state, preset, rotate, direction, intensity, "
                 "intensity_step, shine, shine_step, colour, next_colour, background, next_background, background_light, "
-                "next_hdr, avatar_height, quit"
+                "next_hdr, avatar_height, avatar, quit"
             )
 
     def live_settings(self) -> LiveSettings:
@@ -231,7 +241,8 @@ class Controls:
         light = BACKGROUND_LIGHT if self.light_from_background else base if base in self.presets else None
         return LiveSettings(light=light, yaw_deg=c.yaw_deg, pitch_deg=c.pitch_deg, intensity=c.gain,
                             tint_rgb=tuple(c.tint_rgb), shine=c.shine, background=self.backgrounds.current.name,
-                            avatar_height=self.compositor.height_frac if self.compositor else 1.0)
+                            avatar_height=self.compositor.height_frac if self.compositor else 1.0,
+                            avatar=self.avatars.current if self.avatars else None)
 
     async def _set_background_lighting(self) -> None:
         lighting = await asyncio.to_thread(self.backgrounds.current_lighting)  # ~0.1 s the first time

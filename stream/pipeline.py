@@ -136,6 +136,20 @@ class Pipeline:
         self._compose_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose")
         self._heap = HeapTrimmer(config.heap_trim_s)
         self._stop = asyncio.Event()
+        self._next_renderer: AvatarRenderer | None = None
+
+    def switch_renderer(self, renderer: AvatarRenderer) -> None:
+        """Render with `renderer` from the next frame on (another avatar, live).
+
+        The audio window must be the one the mel features are cut for: every bundle enrolled with the default
+        settings has the same, and a different one is refused with the reason rather than fed the wrong window."""
+        check_renderer(renderer)
+        have = (self.renderer.mel_past_frames, self.renderer.mel_lookahead_frames)
+        want = (renderer.mel_past_frames, renderer.mel_lookahead_frames)
+        if want != have:
+            raise ValueError(f"this avatar reads {want[0]} mel frames before and {want[1]} after each video frame; "
+                             f"the running one {have[0]} and {have[1]}: start relitcam run with it instead")
+        self._next_renderer = renderer
 
     def add_sink(self, sink: Sink) -> SinkRunner:
         """Attach a sink while running (a browser joining); it gets frames from the next one on."""
@@ -224,6 +238,12 @@ class Pipeline:
                 if self.config.realtime and now_s - window.ready_s > budget_s:
                     self.stats.count_drop("late")
                     continue
+                if self._next_renderer is not None:
+                    if emitting is not None:
+                        await emitting  # the old avatar's last frame is composited at its own size first
+                        emitting = None
+                    self.renderer, self._next_renderer = self._next_renderer, None
+                    self.compositor.set_avatar_size(self.renderer.frame_size)
                 lighting = self.lighting.current(now_s)
                 background = self.backgrounds.current
                 rendered, render_s = await loop.run_in_executor(self._worker, self._render, window, lighting)

@@ -1,6 +1,7 @@
 """The live look remembered between runs: what the user last set with the page or the keys.
 
-`relitcam run` starts from the last session's lighting, shine, background and avatar size, unless a flag names
+`relitcam run` starts from the last session's lighting, shine, background, avatar size and avatar (one switched to
+on the page, or started by name), unless a flag names
 one (a flag always wins), and saves them again on the way out if anything was changed live. The file is small JSON
 at $XDG_CONFIG_HOME/relitcam/live.json (~/.config/...; RELITCAM_SETTINGS names another file); a damaged one is
 reported and ignored, never fatal. An HDR map or an uploaded picture is not restored (the file may be gone); the
@@ -34,6 +35,7 @@ class LiveSettings:
     shine: float = 1.0
     background: str | None = None
     avatar_height: float = 1.0
+    avatar: str | None = None  # an avatar's name in stream.avatar_choice (None: not one of them)
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,8 @@ def settings_from_dict(d: dict) -> LiveSettings:
         raise ValueError(f"not a {FORMAT} file")
     if d.get("version") != VERSION:
         raise ValueError(f"settings version {d.get('version')!r}, this relitcam reads version {VERSION}")
-    light, background = d.get("light"), d.get("background")
-    for key, value in (("light", light), ("background", background)):
+    light, background, avatar = d.get("light"), d.get("background"), d.get("avatar")
+    for key, value in (("light", light), ("background", background), ("avatar", avatar)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"'{key}' must be a name or null, got {value!r}")
     tint = d.get("tint_rgb", [1.0, 1.0, 1.0])
@@ -77,7 +79,7 @@ def settings_from_dict(d: dict) -> LiveSettings:
     return LiveSettings(light=light, yaw_deg=_number(d, "yaw_deg", -180, 180, 0.0),
                         pitch_deg=_number(d, "pitch_deg", -90, 90, 0.0), intensity=_number(d, "intensity", 0, 4, 1.0),
                         tint_rgb=tint_rgb, shine=_number(d, "shine", 0, 2, 1.0), background=background,
-                        avatar_height=_number(d, "avatar_height", 0.2, 1.0, 1.0))
+                        avatar_height=_number(d, "avatar_height", 0.2, 1.0, 1.0), avatar=avatar)
 
 
 def load_settings(path: Path) -> LiveSettings | None:

@@ -429,3 +429,37 @@ def test_one_failing_sink_does_not_stop_the_others():
 def test_pipeline_refuses_unsupported_fps():
     with pytest.raises(ValueError, match="25 or 30"):
         PipelineConfig(fps=60)
+
+
+def test_a_switched_avatar_takes_the_next_frame_without_a_gap():
+    # Offline, 1 s: at frame 10 the sink asks for a wider avatar; frames keep coming, every index once, and the
+    # canvas shows the new avatar's width from the frame after the one being rendered when it was asked.
+    first, second = SphereHeadRenderer(frame_size=(96, 128)), SphereHeadRenderer(frame_size=(128, 128))
+
+    class SwitchingSink(RecordingSink):
+        def send(self, frame):
+            super().send(frame)
+            if frame.frame_index == 10:
+                pipeline.switch_renderer(second)
+
+    sink = SwitchingSink(keep_frames=True)
+    pipeline = _pipeline(tone_after_silence(0.5, 0.5), first, [sink], realtime=False)
+    stats = asyncio.run(pipeline.run())
+    assert sink.indices == list(range(30)) and stats.report()["dropped_total"] == 0
+    assert pipeline.renderer is second and pipeline.compositor.avatar_size_px == (128, 128)
+    assert first.calls + second.calls == 30 and first.calls >= 11 and second.calls >= 15
+
+    def head_width(frame):  # columns where the canvas differs from the wall's colour at its left edge
+        row = frame.rgb[frame.rgb.shape[0] // 2].astype(int)
+        return int((np.abs(row - row[0]).max(axis=1) > 12).sum())
+
+    widths = [head_width(f) for f in sink.frames]
+    assert widths[0] < widths[-1]
+    assert widths[:11] == [widths[0]] * 11 and widths[-15:] == [widths[-1]] * 15
+
+
+def test_an_avatar_with_another_audio_window_is_refused():
+    pipeline = _pipeline(tone_after_silence(0.1, 0.1), SphereHeadRenderer(), [RecordingSink()], realtime=False)
+    with pytest.raises(ValueError, match="reads 6 mel frames before and 2 after .* the running one 4 and 2"):
+        pipeline.switch_renderer(SphereHeadRenderer(mel_past_frames=6))
+    assert pipeline._next_renderer is None

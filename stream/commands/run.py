@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import sys
+from pathlib import Path
 
 from stream.cli import UserError
 
@@ -77,8 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
 def load_avatar(spec: str | None, backend: str = "onnxruntime", avatars_dir=None):
     """The renderer for --avatar: the default bundle, a bundle folder, an enrolled avatar's name, or
     module.path:factory (avatars_dir: where enrolled avatars are looked up; default: where enroll writes them)."""
-    from pathlib import Path
-
     from models.enroll.enroll import enrolled_avatars
     from stream.avatar import load_renderer
     from stream.bundle_renderer import DEFAULT_BUNDLE, BundleRenderer
@@ -99,6 +98,28 @@ def load_avatar(spec: str | None, backend: str = "onnxruntime", avatars_dir=None
     names = ", ".join(enrolled) if enrolled else "none yet (relitcam enroll VIDEO --name NAME makes one)"
     raise ValueError(f"--avatar {spec!r} is neither an enrolled avatar's name (enrolled: {names}), nor an avatar "
                      "bundle folder (no such folder), nor a renderer as module.path:factory")
+
+
+def starting_avatar(spec: str | None, saved_name: str | None, available: dict) -> tuple[str | None, str | None]:
+    """(what to load: an --avatar spec or None for the default bundle, the avatar's name in the page's list or None).
+
+    --avatar wins; without it, the avatar last switched to (saved), if it is still there."""
+    from stream.avatar_choice import DEFAULT_NAME
+    from stream.bundle_renderer import DEFAULT_BUNDLE
+
+    if spec is not None:
+        if spec in available and not Path(spec).expanduser().is_dir():
+            return spec, spec
+        folder = Path(spec).expanduser()
+        named = [name for name, path in available.items() if folder.is_dir() and path.resolve() == folder.resolve()]
+        return spec, (named[0] if named else None)
+    if saved_name is not None and saved_name != DEFAULT_NAME:
+        if saved_name in available:
+            print(f"relitcam: starting with avatar {saved_name!r}, the last one used (--avatar to choose another)")
+            return str(available[saved_name]), saved_name
+        print(f"relitcam run: the avatar last used, {saved_name!r}, is no longer enrolled; starting with the default",
+              file=sys.stderr)
+    return None, (DEFAULT_NAME if (DEFAULT_BUNDLE / "manifest.json").is_file() else None)
 
 
 async def _run(args) -> int:
@@ -123,7 +144,11 @@ async def _run(args) -> int:
     saved = load_settings(saved_path) if saved_path else None
     look = starting_look(saved, args.light, args.shine, args.avatar_height, preset_names())
     clock = MonotonicClock()
-    renderer = load_avatar(args.avatar, args.backend)
+    from stream.avatar_choice import AvatarChoice
+
+    avatars = AvatarChoice(None, None, args.backend)
+    avatar_spec, avatar_name = starting_avatar(args.avatar, saved.avatar if saved else None, avatars.available())
+    renderer = load_avatar(avatar_spec, args.backend)
     realtime = not args.offline
     if args.offline and args.source != "file":
         raise UserError("--offline needs --source file")
@@ -179,10 +204,9 @@ async def _run(args) -> int:
                             latency_budget_ms=args.latency_budget_ms, avatar_height_frac=look.avatar_height,
                             voice_gate_db=args.voice_gate_db)
     pipeline = Pipeline(source, renderer, lighting, backgrounds, sinks, config, clock)
-    from pathlib import Path
-
+    avatars.pipeline, avatars.current = pipeline, avatar_name
     controls = Controls(lighting, backgrounds, clock, [Path(h) for h in args.hdr] if args.hdr else None,
-                        pipeline.compositor)
+                        pipeline.compositor, avatars)
     controls.light_from_background = light_from_background
 
     server = None

@@ -40,6 +40,15 @@ function showState(state) {
   $("intensity").value = state.intensity;
   $("shine").value = state.shine;
   if (state.avatar_height !== undefined) $("avatarheight").value = state.avatar_height;
+  if (state.avatars !== undefined) {
+    // Shown only where there is a choice: the shipped avatar and those made with relitcam enroll.
+    $("avatarbox").hidden = state.avatars.length < 2;
+    const avatar = $("avatar");
+    if ([...avatar.options].map((o) => o.value).join() !== state.avatars.join()) {
+      avatar.replaceChildren(...state.avatars.map((name) => new Option(name, name)));
+    }
+    avatar.value = state.avatar ?? "";
+  }
   const dot = $("lightdot");
   dot.style.left = `${50 + (state.yaw_deg / 90) * 50}%`;
   dot.style.top = `${50 - (state.pitch_deg / 90) * 50}%`;
@@ -107,6 +116,9 @@ $("shine").addEventListener("input", (e) => send({ type: "shine", value: Number(
 $("avatarheight").addEventListener("input", (e) => send({ type: "avatar_height", value: Number(e.target.value) }));
 $("colour").addEventListener("input", (e) => send({ type: "colour", rgb: e.target.value }));
 $("background").addEventListener("change", (e) => send({ type: "background", name: e.target.value }));
+$("avatar").addEventListener("change", (e) => {
+  if (send({ type: "avatar", name: e.target.value })) setStatus(`loading avatar ${e.target.value}…`);
+});
 $("bglight").addEventListener("change", (e) => send({ type: "background_light", on: e.target.checked }));
 $("nexthdr").addEventListener("click", () => send({ type: "next_hdr" }));
 async function upload(path, e) {
