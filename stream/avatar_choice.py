@@ -16,11 +16,12 @@ DEFAULT_NAME = "default"  # the shipped avatar's name in the list (an enrolled a
 
 class AvatarChoice:
     def __init__(self, pipeline, current: str | None, backend: str = "onnxruntime",
-                 avatars_dir: Path | None = None) -> None:
+                 avatars_dir: Path | None = None, load=None) -> None:
         self.pipeline = pipeline
         self.current = current  # None: the running renderer is not one of the list (a folder or a test double)
         self.backend = backend
         self.avatars_dir = avatars_dir
+        self.load = load or self._load_bundle  # path -> renderer (tests pass their doubles' factory)
         self._lock = asyncio.Lock()  # one load at a time: a second request waits rather than racing the first
 
     def available(self) -> dict[str, Path]:
@@ -32,11 +33,14 @@ class AvatarChoice:
     def describe(self) -> dict:
         return {"avatar": self.current, "avatars": list(self.available())}
 
+    def _load_bundle(self, path: Path):
+        from stream.bundle_renderer import BundleRenderer
+
+        return BundleRenderer(path, self.backend)
+
     async def switch(self, name: str) -> None:
         """Load avatar `name` and have the pipeline take it; ValueError (said to the user) for an unknown name, a
         bundle that does not load, or one whose audio window differs from the running avatar's."""
-        from stream.bundle_renderer import BundleRenderer
-
         async with self._lock:
             if name == self.current:
                 return
@@ -44,7 +48,7 @@ class AvatarChoice:
             if name not in paths:
                 raise ValueError(f"no avatar named {name!r}; avatars: {', '.join(paths) or 'none'}")
             try:
-                renderer = await asyncio.to_thread(BundleRenderer, paths[name], self.backend)
+                renderer = await asyncio.to_thread(self.load, paths[name])
             except Exception as e:  # a damaged or other-version bundle: the stream goes on with the current one
                 raise ValueError(f"cannot load avatar {name!r}: {e}") from None
             self.pipeline.switch_renderer(renderer)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from models.lighting.sources import preset
+from stream.avatar_choice import AvatarChoice
 from stream.backgrounds import BackgroundSet
 from stream.controls import Controls
 from stream.file_source import FileSource
@@ -50,7 +52,8 @@ async def serving(token=None, max_sessions=4):
         [],
         PipelineConfig(canvas_size_px=CANVAS, realtime=True),
     )
-    controls = Controls(lighting, backgrounds, pipeline.clock, hdr_maps=[], compositor=pipeline.compositor)
+    controls = Controls(lighting, backgrounds, pipeline.clock, hdr_maps=[], compositor=pipeline.compositor,
+                        avatars=TwoSpheres(pipeline, "narrow"))
     server = WebRtcServer(pipeline, controls, port=0, token=token, max_sessions=max_sessions)
     await server.start()
     run = asyncio.create_task(pipeline.run())
@@ -60,6 +63,17 @@ async def serving(token=None, max_sessions=4):
         await server.close()
         pipeline.stop()
         await run
+
+
+class TwoSpheres(AvatarChoice):
+    """Two sphere-head avatars, narrow (the one running) and wide, in place of enrolled bundles."""
+
+    def available(self):
+        return {"narrow": Path("narrow"), "wide": Path("wide")}
+
+    def __init__(self, pipeline, current):
+        super().__init__(pipeline, current, load=lambda path: SphereHeadRenderer(
+            frame_size=(128, 128) if path.name == "wide" else (96, 128)))
 
 
 async def python_offer() -> tuple[RTCPeerConnection, dict]:
@@ -253,6 +267,14 @@ def test_browser_receives_video_and_audio_and_a_preset_click_relights_it():
                 await page.check("#bglight")
                 await page.wait_for_function("window.relitcam.state.light_from_background === true", timeout=5000)
                 assert pipeline.lighting.base.name.startswith("background:")
+
+                # The avatar list switches avatars; the stream goes on with the new one.
+                assert await page.is_visible("#avatar")
+                await page.select_option("#avatar", "wide")
+                await page.wait_for_function("window.relitcam.state.avatar === 'wide'", timeout=5000)
+                count = await page.evaluate("window.frameCount")
+                await page.wait_for_function(f"window.frameCount > {count} + 5", timeout=10000)
+                assert pipeline.renderer.frame_size == (128, 128) == pipeline.compositor.avatar_size_px
 
                 # A malformed control message gets an error reply; the video keeps going.
                 await page.evaluate("window.relitcam.send('{\"type\": \"intensity\", \"value\": \"loud\"}')")
