@@ -3,7 +3,9 @@
 Per browser session: a video track fed by the pipeline (newest frame only), an audio track carrying the source audio
 through a delay line set to the measured pipeline latency (so the browser, which lines tracks up by their send
 times, plays the mouth and the sound together), and a data channel whose JSON messages go to `Controls`. With
-`browser_mic`, audio the page sends becomes the pipeline's source.
+`browser_mic`, audio the page sends becomes the pipeline's source. The page can also record the user for enrollment
+(POST /recording, stream/recordings.py) and run `relitcam enroll` on it (POST|GET /enroll, POST /enroll/stop,
+stream/enroll_jobs.py).
 
 Safety: the server binds 127.0.0.1 unless told otherwise, and any other address requires a token; sessions are
 capped; a malformed offer or control message gets an error reply and the stream carries on.
@@ -12,6 +14,7 @@ capped; a malformed offer or control message gets an error reply and the stream 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fractions
 import hmac
 import ipaddress
@@ -26,9 +29,11 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from stream import recordings
 from stream.clock import Clock
 from stream.controls import MAX_BACKGROUND_BYTES, MAX_HDR_BYTES, Controls
 from stream.delay import AudioDelayLine
+from stream.enroll_jobs import EnrollJobs
 from stream.live_audio import ClockedCapture
 from stream.queues import DropQueue, QueueClosed
 from stream.types import AUDIO_RATE_HZ, AudioChunk, Frame
@@ -189,6 +194,8 @@ class WebRtcServer:
         token: str | None = None,
         max_sessions: int = 4,
         browser_mic: BrowserMicSource | None = None,
+        recordings_dir: Path | None = None,
+        enroll_jobs=None,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError(f"serving on {host} (not loopback) needs an access token (--token); "
@@ -202,6 +209,8 @@ class WebRtcServer:
         self.token = token
         self.max_sessions = max_sessions
         self.browser_mic = browser_mic
+        self.recordings_dir = Path(recordings_dir or recordings.RECORDINGS_DIR).expanduser()
+        self.enroll_jobs = enroll_jobs or EnrollJobs(self.recordings_dir)
         self.sessions: dict[str, tuple[RTCPeerConnection, object]] = {}
         self._runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=max(MAX_HDR_BYTES, MAX_BACKGROUND_BYTES) + 1024)
@@ -211,6 +220,10 @@ class WebRtcServer:
         self.app.router.add_post("/offer", self._offer)
         self.app.router.add_post("/hdr", self._hdr)
         self.app.router.add_post("/background", self._background)
+        self.app.router.add_post("/recording", self._recording)
+        self.app.router.add_get("/enroll", self._enroll_status)
+        self.app.router.add_post("/enroll", self._enroll_start)
+        self.app.router.add_post("/enroll/stop", self._enroll_stop)
 
     @property
     def url(self) -> str:
@@ -229,6 +242,7 @@ class WebRtcServer:
             self.port = site._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        await self.enroll_jobs.close()
         for session_id in list(self.sessions):
             await self._end_session(session_id)
         if self._runner is not None:
@@ -273,6 +287,67 @@ class WebRtcServer:
 
     async def _background(self, request: web.Request) -> web.Response:
         return await self._upload(request, self.controls.load_background_bytes)
+
+    async def _recording(self, request: web.Request) -> web.Response:
+        """A video recorded on the page, streamed to disk, checked as enrollment would (stream/recordings.py)."""
+        if not self._authorised(request):
+            return self._deny()
+        name = request.query.get("name", "me")
+        try:
+            path = recordings.recording_path(self.recordings_dir, name, request.content_type)
+        except ValueError as e:
+            return web.json_response({"type": "error", "error": str(e)}, status=400)
+        upload = recordings.PartialFile(path)
+        try:
+            async for chunk in request.content.iter_chunked(1 << 20):
+                upload.write(chunk)
+            upload.close()
+            recording = await asyncio.to_thread(recordings.check_recording, upload.partial, name)
+        except ValueError as e:
+            upload.discard()
+            return web.json_response({"type": "error", "error": str(e)}, status=400)
+        except BaseException:  # the page went away mid-upload: nothing half-written is left behind
+            upload.discard()
+            raise
+        return web.json_response(dataclasses.replace(recording, path=upload.keep()).reply())
+
+    async def _json_object(self, request: web.Request) -> dict | web.Response:
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            return web.json_response({"type": "error", "error": "the body must be a JSON object"}, status=400)
+        return body
+
+    async def _enroll_status(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._deny()
+        return web.json_response(self.enroll_jobs.status.reply())
+
+    async def _enroll_start(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._deny()
+        body = await self._json_object(request)
+        if isinstance(body, web.Response):
+            return body
+        file, name = body.get("file"), body.get("name")
+        if not isinstance(file, str) or not isinstance(name, str):
+            return web.json_response({"type": "error", "error": "enroll needs 'file' and 'name' (strings)"}, status=400)
+        try:
+            status = await self.enroll_jobs.start(file, name)
+        except ValueError as e:
+            return web.json_response({"type": "error", "error": str(e)}, status=409 if "already" in str(e) else 400)
+        return web.json_response(status.reply())
+
+    async def _enroll_stop(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._deny()
+        try:
+            status = await self.enroll_jobs.stop()
+        except ValueError as e:
+            return web.json_response({"type": "error", "error": str(e)}, status=409)
+        return web.json_response(status.reply())
 
     async def _offer(self, request: web.Request) -> web.Response:
         def error(message: str, status: int = 400) -> web.Response:

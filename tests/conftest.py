@@ -1,6 +1,6 @@
 """Shared pytest setup: GPU tests are skipped with a reason when CuPy has no CUDA device; a one-torch-thread fixture;
 a small writer of Radiance .hdr files (flat or run-length scanlines) for tests of the reader; and every test's
-`relitcam run` settings file and enrolled-avatars folder in its own temporary folder, never the user's."""
+`relitcam run` settings file, enrolled-avatars folder and recordings folder in its own temporary folder, never the user's."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def _own_avatars_dir(tmp_path, monkeypatch):
     import models.enroll.enroll as enroll
 
     monkeypatch.setattr(enroll, "DEFAULT_AVATARS_DIR", tmp_path / "enrolled_avatars")
+
+
+@pytest.fixture(autouse=True)
+def _own_recordings_dir(tmp_path, monkeypatch):
+    import stream.recordings as recordings
+
+    monkeypatch.setattr(recordings, "RECORDINGS_DIR", tmp_path / "recordings")
 
 
 @pytest.fixture

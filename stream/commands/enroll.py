@@ -49,5 +49,8 @@ def main(argv: list[str]) -> int:
     print(f"total time: {result.total_s / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in result.stage_seconds.items())})")
     for stage, figures in result.figures.items():
         print(f"  {stage}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
-    print(f"run it: relitcam run --avatar {result.bundle_path}")
+    from models.enroll.enroll import enrolled_avatars
+
+    by_name = enrolled_avatars().get(args.name) == result.bundle_path
+    print(f"run it: relitcam run --avatar {args.name if by_name else result.bundle_path}")
     return 0

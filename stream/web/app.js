@@ -149,4 +149,101 @@ document.addEventListener("keydown", (e) => {
   if (message) { send(message); e.preventDefault(); }
 });
 
+// -- recording yourself, and making the avatar from it -------------------------------------------------------
+const rec = (relitcam.recording = { recorder: null, chunks: [], reply: null, job: null, timer: null });
+const MAX_RECORDING_S = 300;
+function recStatus(text, isError = false) {
+  $("recstatus").textContent = text;
+  $("recstatus").className = isError ? "error" : "";
+}
+const withToken = (path) => (token ? `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : path);
+
+async function startRecording() {
+  if (!navigator.mediaDevices || !window.MediaRecorder) {
+    // Browsers give pages the camera only on https or on this machine's own address.
+    recStatus(`this browser gives the camera only to http://127.0.0.1:${location.port}/ on the machine running ` +
+              "relitcam (or https): open the page there to record", true);
+    return;
+  }
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: true });
+  $("selfview").srcObject = stream;
+  $("selfview").hidden = false;
+  $("selfview").play().catch(() => {});
+  const type = ["video/webm;codecs=vp8,opus", "video/webm", "video/mp4"].find((t) => MediaRecorder.isTypeSupported(t));
+  const recorder = new MediaRecorder(stream, type ? { mimeType: type } : {});
+  rec.recorder = recorder;
+  rec.chunks = [];
+  recorder.ondataavailable = (e) => { if (e.data.size) rec.chunks.push(e.data); };
+  recorder.onstop = () => {
+    stream.getTracks().forEach((t) => t.stop());
+    $("selfview").hidden = true;
+    uploadRecording(recorder.mimeType || type || "video/webm").catch((err) => recStatus(String(err), true));
+  };
+  recorder.start(1000);
+  const t0 = Date.now();
+  rec.timer = setInterval(() => {
+    const s = (Date.now() - t0) / 1000;
+    recStatus(`recording: ${s.toFixed(0)} s (talk naturally; at least 20 s, 30 s to 2 min is best)`);
+    if (s >= MAX_RECORDING_S) stopRecording();
+  }, 500);
+  $("record").textContent = "Stop recording";
+}
+
+function stopRecording() {
+  clearInterval(rec.timer);
+  if (rec.recorder && rec.recorder.state !== "inactive") rec.recorder.stop();
+  $("record").textContent = "Record";
+}
+
+async function uploadRecording(mimeType) {
+  const blob = new Blob(rec.chunks, { type: mimeType.split(";")[0] });
+  rec.chunks = [];
+  recStatus(`checking the recording (${(blob.size / 1e6).toFixed(1)} MB)…`);
+  const query = new URLSearchParams({ name: $("recname").value.trim() || "me" });
+  const response = await fetch(withToken(`/recording?${query}`), { method: "POST", body: blob,
+                                                                   headers: { "Content-Type": blob.type } });
+  const reply = (rec.reply = await response.json());
+  if (reply.type !== "recording") { recStatus(reply.error, true); return; }
+  const warnings = reply.warnings.length ? ` Warning: ${reply.warnings.join(" ")}` : "";
+  recStatus(`Kept ${reply.seconds} s.${warnings} To make the avatar (tens of minutes on a CPU), press below or run: ` +
+            reply.command, reply.warnings.length > 0);
+  $("enroll").hidden = false;
+}
+
+async function followEnroll() {
+  const job = (rec.job = await (await fetch(withToken("/enroll"))).json());
+  const running = job.state === "running" || job.state === "stopping";
+  $("enroll").hidden = running || !rec.reply;
+  $("enrollstop").hidden = !running;
+  if (running) {
+    recStatus(`making avatar ${job.name}: ${job.stage ?? "starting"}`);
+    setTimeout(followEnroll, 2000);
+  } else if (job.state === "done") {
+    recStatus(`avatar ${job.name} is ready; next time: relitcam run --avatar ${job.name}`);
+    $("useavatar").hidden = false;
+    send({ type: "state" });  // the avatar list now has it
+  } else if (job.state === "failed") {
+    recStatus(`making the avatar stopped: ${job.error}`, true);
+  } else if (job.state === "stopped") {
+    recStatus("stopped; press again to go on from where it was");
+  }
+}
+
+$("record").addEventListener("click", () => {
+  if (rec.recorder && rec.recorder.state === "recording") stopRecording();
+  else startRecording().catch((err) => recStatus(`cannot record: ${err}`, true));
+});
+$("enroll").addEventListener("click", async () => {
+  const response = await fetch(withToken("/enroll"), { method: "POST", headers: { "Content-Type": "application/json" },
+                                                       body: JSON.stringify({ file: rec.reply.file, name: rec.reply.name }) });
+  const reply = await response.json();
+  if (reply.type === "error") { recStatus(reply.error, true); return; }
+  followEnroll();
+});
+$("enrollstop").addEventListener("click", () => fetch(withToken("/enroll/stop"), { method: "POST" }));
+$("useavatar").addEventListener("click", () => {
+  if (send({ type: "avatar", name: rec.job.name })) setStatus(`loading avatar ${rec.job.name}…`);
+});
+followEnroll().catch(() => {});  // an enrollment started earlier from this page is shown again
+
 connect(new URLSearchParams(location.search).get("mic") === "1").catch((err) => setStatus(String(err), true));
