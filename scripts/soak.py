@@ -132,15 +132,20 @@ def open_camera(args) -> VirtualCameraSink:
     """The virtual camera for --sink virtualcam: --camera-backend's, else the real one, else the stand-in."""
     import pyvirtualcam
 
+    if args.camera_backend != "standin":
+        try:
+            return VirtualCameraSink(args.canvas, args.fps, backend=args.camera_backend)
+        except SinkUnavailable as e:
+            if args.camera_backend is not None:
+                raise
+            print(f"{e}\nsoaking into the stand-in camera backend instead", file=sys.stderr)
+    # Registered only while the camera opens: left in pyvirtualcam's registry, it would be the "device" any later
+    # camera in this process found.
     pyvirtualcam.register_backend(StandInCameraBackend.NAME, StandInCameraBackend)
-    backend = StandInCameraBackend.NAME if args.camera_backend == "standin" else args.camera_backend
     try:
-        return VirtualCameraSink(args.canvas, args.fps, backend=backend)
-    except SinkUnavailable as e:
-        if args.camera_backend is not None:
-            raise
-        print(f"{e}\nsoaking into the stand-in camera backend instead", file=sys.stderr)
         return VirtualCameraSink(args.canvas, args.fps, backend=StandInCameraBackend.NAME)
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop(StandInCameraBackend.NAME, None)
 
 
 class MemoryProbe:

@@ -148,3 +148,13 @@ def test_a_camera_that_stops_taking_frames_fails_the_soak(tmp_path):
     r = json.loads((tmp_path / "SOAK.json").read_text())
     assert not r["passed"] and r["end_over_start"] <= 1.05  # memory was fine: the camera failed it
     assert r["virtualcam"]["frames_sent"] == 30 < 0.5 * r["frames"]
+
+
+def test_the_stand_in_camera_is_not_left_for_other_cameras_to_find():
+    import pyvirtualcam
+
+    args = soak.build_parser().parse_args(["--sink", "virtualcam", "--camera-backend", "standin", "--canvas", "64x48"])
+    camera = soak.open_camera(args)
+    camera.close()
+    assert camera.backend == soak.StandInCameraBackend.NAME
+    assert soak.StandInCameraBackend.NAME not in pyvirtualcam.camera.BACKENDS
