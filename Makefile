@@ -39,8 +39,10 @@ run: setup
 	  $(RELITCAM) run --source file --audio $(SPEECH_SAMPLE) --loop --web --mp4 out/relitcam.mp4; \
 	fi
 
+# A test that hangs fails after 10 minutes (pytest-timeout, pyproject.toml); the whole run is cut at 80 minutes so that
+# a hang outside any test (a child process that never exits) still ends with pytest's output rather than nothing.
 test: setup
-	$(VPY) -m pytest -q -ra
+	timeout -k 60 4800 $(VPY) -m pytest -q -ra
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
