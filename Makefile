@@ -40,9 +40,9 @@ run: setup
 	fi
 
 # A test that hangs fails after 10 minutes (pytest-timeout, pyproject.toml); the whole run is cut at 80 minutes so that
-# a hang outside any test (a child process that never exits) still ends with pytest's output rather than nothing.
+# a hang outside any test still ends, with where it was (SIGINT: pytest prints the interrupted test and a summary).
 test: setup
-	timeout -k 60 4800 $(VPY) -m pytest -q -ra
+	timeout -s INT -k 60 4800 $(VPY) -m pytest -q -ra
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
