@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Build .device/site.tar.xz: the Python packages relitcam needs on the lent GPU machine that its image lacks.
+"""Build .device/site.tar.xz: the Python packages relitcam needs on the lent GPU machine that its image lacks, and
+.device/weights.tar.xz: the dlib face-recognition weights enrollment's mouth stage reads.
 
-    .venv/bin/python scripts/device_pack.py                 # download (or reuse) wheels, build + check the pack
-    .venv/bin/python scripts/device_pack.py --check-only    # check an existing pack; no download
+    .venv/bin/python scripts/device_pack.py                 # download (or reuse) wheels, build + check both
+    .venv/bin/python scripts/device_pack.py --weights-only  # (re)build the weights only; no download
+    .venv/bin/python scripts/device_pack.py --check-only    # check the existing pack and weights; no download
     .venv/bin/python scripts/device_pack.py --python-version 3.11 --out-dir /tmp/pack311   # a pack for THIS machine
 
 The GPU machine (docs/gpu.md, "Device pack") runs Python 3.12 with torch, CuPy, ONNX Runtime and NumPy but has
@@ -20,14 +22,26 @@ strips the shared objects, and writes one tar.xz:
 Wheels are cached in .device/wheels, so a rerun needs no network. The clip for the enrollment step is copied to
 .device/clip.mp4 (--clip, default the development clip ../shared/data/talking_obama_24s.mp4 when present).
 
+The weights do not fit in the same call as the pack, so they travel in a second call on the same warm machine
+(scripts/device_check.sh keeps what each call unpacked). weights.tar.xz holds, from the `face_recognition_models`
+package installed in this venv, only what relitcam reads: the package's __init__.py (so that
+importlib.util.find_spec finds it, as models/face/identity.py does), the one model file identity.py names
+(MODEL_NAME), and the package's dist-info (metadata, licence) without RECORD:
+
+    weights.json               what is inside (package, version, each file's sha256 and size, what was left out)
+    site/face_recognition_models/...   on PYTHONPATH there
+
 A device call sends the working tree (tracked + untracked files not ignored) plus the carried paths, 64 MiB in all;
-this script prints that sum and the margin left. Carry the two files, not the folder: .device/wheels would go too.
+this script prints that sum and the margin left for both calls (call 1: pack + clip; call 2: weights + clip).
+Carry the files, not the folder: .device/wheels would go too.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
+import importlib.util
 import json
 import lzma
 import os
@@ -45,6 +59,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEVICE_DIR = ROOT / ".device"
 PACK_NAME = "site.tar.xz"
 CLIP_NAME = "clip.mp4"
+WEIGHTS_NAME = "weights.tar.xz"
+WEIGHTS_FORMAT = 1
+WEIGHTS_PACKAGE = "face_recognition_models"
+IDENTITY_SOURCE = ROOT / "models" / "face" / "identity.py"  # its MODEL_NAME is the one weights file relitcam reads
 DEFAULT_CLIP = ROOT.parent / "shared" / "data" / "talking_obama_24s.mp4"
 LIMIT_BYTES = 64 * 2**20  # the device tool's cap on working tree + carried paths
 PACK_FORMAT = 1
@@ -113,11 +131,12 @@ def budget(tracked: int, untracked: int, carried: dict[str, int], limit: int = L
 
 
 def format_budget(b: dict) -> str:
-    lines = [f"  tracked files           {mib(b['tracked_bytes']):>12}",
-             f"  untracked, not ignored  {mib(b['untracked_bytes']):>12}"]
-    lines += [f"  carry {path:<17} {mib(n):>12}" for path, n in b["carried_bytes"].items()]
-    lines += [f"  total                   {mib(b['total_bytes']):>12}   of {mib(b['limit_bytes'])}",
-              f"  margin                  {mib(b['margin_bytes']):>12}" + ("" if b["fits"] else "   OVER THE LIMIT")]
+    rows = [("tracked files", b["tracked_bytes"]), ("untracked, not ignored", b["untracked_bytes"])]
+    rows += [(f"carry {path}", n) for path, n in b["carried_bytes"].items()]
+    w = max(24, *(len(label) + 1 for label, _ in rows))
+    lines = [f"  {label:<{w}}{mib(n):>12}" for label, n in rows]
+    lines += [f"  {'total':<{w}}{mib(b['total_bytes']):>12}   of {mib(b['limit_bytes'])}",
+              f"  {'margin':<{w}}{mib(b['margin_bytes']):>12}" + ("" if b["fits"] else "   OVER THE LIMIT")]
     return "\n".join(lines)
 
 
@@ -141,9 +160,10 @@ def working_tree_bytes() -> tuple[int, int]:
     return _bytes(_git_files()), _bytes(_git_files("--others", "--exclude-standard"))
 
 
-def carried(out_dir: Path) -> dict[str, int]:
+def carried(out_dir: Path, names: tuple[str, ...] = (PACK_NAME, CLIP_NAME)) -> dict[str, int]:
+    """The files of `names` that exist in out_dir, by the path a device call's `carry` names them."""
     found = {}
-    for name in (PACK_NAME, CLIP_NAME):
+    for name in names:
         p = out_dir / name
         if p.is_file():
             found[p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else str(p)] = p.stat().st_size
@@ -401,21 +421,43 @@ def run_probe(root: Path, python: str, clip: Path | None) -> dict:
     return json.loads(r.stdout)
 
 
-def check(pack: Path, out_dir: Path, probe: bool = True) -> int:
+CALL_1 = "call 1, bash scripts/device_check.sh"
+CALL_2 = "call 2, STEPS=enroll bash scripts/device_check.sh"
+
+
+def check(pack: Path, out_dir: Path, probe: bool = True, load_weights: bool = True) -> int:
+    """Both calls' sizes against the limit, the weights (when built), then the pack's contents and imports."""
     manifest = read_manifest(pack)
     py = manifest["python_version"]
     print(f"pack {os.path.relpath(pack, ROOT) if pack.is_relative_to(ROOT) else pack}: {mib(pack.stat().st_size)} "
           f"(Python {py}; {len(manifest['wheels'])} wheels, site {mib(manifest['site_bytes'])} unpacked)")
     for w in manifest["wheels"]:
         print(f"  {w['group']:<8} {w['dist']}=={w['version']}  {w['file']}  {mib(w['bytes'])}")
+    weights = out_dir / WEIGHTS_NAME
+    wmanifest = read_weights_manifest(weights) if weights.exists() else None
+    if wmanifest:
+        print(describe_weights(weights, wmanifest))
     tracked, untracked = working_tree_bytes()
-    b = budget(tracked, untracked, carried(out_dir), limit=LIMIT_BYTES)
-    print("what a device call sends:\n" + format_budget(b))
-    if not b["fits"]:
-        print(f"error: {mib(-b['margin_bytes'])} over the device tool's {mib(b['limit_bytes'])}", file=sys.stderr)
+    calls = {CALL_1: (PACK_NAME, CLIP_NAME)}
+    if wmanifest:
+        calls[CALL_2] = (WEIGHTS_NAME, CLIP_NAME)
+    over = False
+    for title, names in calls.items():
+        b = budget(tracked, untracked, carried(out_dir, names), limit=LIMIT_BYTES)
+        print(f"what {title} sends:\n" + format_budget(b))
+        if not b["fits"]:
+            print(f"error: {title}: {mib(-b['margin_bytes'])} over the device tool's {mib(b['limit_bytes'])}",
+                  file=sys.stderr)
+            over = True
+    if not wmanifest:
+        print(f"note: no weights at {weights}: enrollment's mouth stage cannot run on the device (build them with "
+              "--weights-only)")
+    if over:
         return 1
     if not probe:
         return 0
+    if wmanifest and check_weights(weights, load=load_weights) != 0:
+        return 1
     with tempfile.TemporaryDirectory(prefix="relitcam-pack-") as tmp:
         unpack(pack, Path(tmp))
         problems = structure_problems(Path(tmp))
@@ -451,26 +493,203 @@ def check(pack: Path, out_dir: Path, probe: bool = True) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- weights
+
+
+def identity_model_name(source: Path = IDENTITY_SOURCE) -> str:
+    """MODEL_NAME of models/face/identity.py, read from its source (importing it would load torch)."""
+    try:
+        tree = ast.parse(source.read_text())
+    except (OSError, SyntaxError) as e:
+        raise PackError(f"cannot read {source}: {e}") from None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                and any(isinstance(t, ast.Name) and t.id == "MODEL_NAME" for t in node.targets)):
+            return node.value.value
+    raise PackError(f"{source} defines no MODEL_NAME = \"...\": which weights file does relitcam read?")
+
+
+def weights_package_dir() -> Path:
+    """The installed face_recognition_models folder, found as identity.py finds it (its __init__ is not run: it
+    needs pkg_resources, which new setuptools no longer has)."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise PackError(f"{WEIGHTS_PACKAGE} is not installed in {sys.executable}: run with the project's "
+                        f".venv/bin/python, or give --weights-from FOLDER (the package's folder)")
+    return Path(spec.origin).parent
+
+
+def build_weights(pkg_dir: Path, stage: Path, model_name: str) -> dict:
+    """Copy what relitcam reads of the package at pkg_dir into stage/site; returns the manifest."""
+    want = ["__init__.py", f"models/{model_name}"]
+    missing = [rel for rel in want if not (pkg_dir / rel).is_file()]
+    if missing:
+        raise PackError(f"{pkg_dir} lacks {', '.join(missing)}: reinstall {WEIGHTS_PACKAGE}")
+    site = stage / "site"
+    copies = [(pkg_dir / rel, site / WEIGHTS_PACKAGE / rel) for rel in want]
+    infos = sorted(pkg_dir.parent.glob(f"{WEIGHTS_PACKAGE}-*.dist-info"))
+    version = None
+    if infos:
+        info = infos[-1]
+        for f in sorted(info.rglob("*")):
+            if f.is_file() and f.name not in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
+                copies.append((f, site / info.name / f.relative_to(info)))
+        meta = info / "METADATA"
+        if meta.is_file():
+            version = next((line.split(":", 1)[1].strip() for line in meta.read_text(errors="replace").splitlines()
+                            if line.startswith("Version:")), None)
+    files = []
+    for src, dst in copies:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        files.append({"path": dst.relative_to(stage).as_posix(), "sha256": sha256(dst), "bytes": dst.stat().st_size})
+    left_out = sorted(f"{p.relative_to(pkg_dir).as_posix()} ({mib(p.stat().st_size)})" for p in pkg_dir.rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts and p.relative_to(pkg_dir).as_posix() not in want)
+    return {"format": WEIGHTS_FORMAT, "package": WEIGHTS_PACKAGE, "version": version, "model": model_name,
+            "source": str(pkg_dir), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": files, "left_out": left_out, "unpacked_bytes": sum(f["bytes"] for f in files)}
+
+
+def write_weights(stage: Path, manifest: dict, dest: Path) -> None:
+    (stage / "weights.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp = dest.with_name(dest.name + ".part")
+    # The model is raw little-endian float32 (tar keeps it 4-byte aligned): lp=2 pb=2 model the 4-byte period and
+    # lc=2 the byte before; 19.06 MB instead of 20.80 with plain -9e. `tar -xJf` reads it as usual.
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 2, "lp": 2, "pb": 2}]
+    with lzma.open(tmp, "wb", format=lzma.FORMAT_XZ, filters=filters) as xz, tarfile.open(fileobj=xz, mode="w") as tar:
+        for entry in ("weights.json", "site"):
+            tar.add(stage / entry, arcname=entry)
+    tmp.replace(dest)
+
+
+def read_weights_manifest(weights: Path) -> dict:
+    if not weights.is_file():
+        raise PackError(f"no weights at {weights}: build them with `.venv/bin/python scripts/device_pack.py "
+                        "--weights-only`")
+    try:
+        with tarfile.open(weights, "r:xz") as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            f = tar.extractfile("weights.json")
+            manifest = json.loads(f.read()) if f else None
+    except (tarfile.TarError, KeyError, EOFError, OSError, json.JSONDecodeError, ValueError) as e:
+        raise PackError(f"{weights} is not a readable weights tarball ({type(e).__name__}: {e}); rebuild it") from None
+    if not manifest or manifest.get("format") != WEIGHTS_FORMAT:
+        raise PackError(f"{weights} has no weights.json of format {WEIGHTS_FORMAT}; rebuild it")
+    need = {f"site/{WEIGHTS_PACKAGE}/__init__.py": None, f"site/{WEIGHTS_PACKAGE}/models/{identity_model_name()}": None}
+    need.update({f["path"]: f["bytes"] for f in manifest.get("files", [])})
+    missing = [p for p in need if p not in members or not members[p].isfile()]
+    if missing:
+        raise PackError(f"{weights} lacks {', '.join(missing)}; rebuild it")
+    wrong = [p for p, n in need.items() if n is not None and members[p].size != n]
+    if wrong:
+        raise PackError(f"{weights}: {', '.join(wrong)} differ in size from weights.json; rebuild it")
+    return manifest
+
+
+# Run with the unpacked weights' site/ and the repository on PYTHONPATH, as on the device: the package must be
+# found there (not in the venv), and with "load", identity.py must resolve its model file there and read it.
+_WEIGHTS_FIND = r"""
+import importlib.util, sys
+root, mode = sys.argv[1:3]
+spec = importlib.util.find_spec("face_recognition_models")
+origin = spec.origin if spec else None
+assert origin and origin.startswith(root), f"face_recognition_models found at {origin}, not in the weights"
+if mode == "load":
+    from models.face.identity import model_path, read_dlib_resnet
+    path = model_path()
+    assert str(path).startswith(root), f"models.face.identity.model_path() is {path}, not in the weights"
+    w = read_dlib_resnet(path)
+    print(f"models.face.identity read {path.name}: {len(w.convs)} convs, fc {w.fc.shape[1]} -> {w.fc.shape[0]}")
+else:
+    print(f"face_recognition_models found at {origin}")
+"""
+
+
+def check_weights(weights: Path, load: bool = True, python: str = sys.executable) -> int:
+    """Unpack the weights, compare every file with weights.json, and find (with `load`: read) the model from them."""
+    manifest = read_weights_manifest(weights)
+    with tempfile.TemporaryDirectory(prefix="relitcam-weights-") as tmp:
+        unpack(weights, Path(tmp))
+        bad = [f["path"] for f in manifest["files"] if sha256(Path(tmp) / f["path"]) != f["sha256"]]
+        if bad:
+            print(f"error: {', '.join(bad)} in {weights} differ from weights.json (sha256); rebuild it",
+                  file=sys.stderr)
+            return 1
+        env = {**os.environ, "PYTHONPATH": f"{Path(tmp) / 'site'}{os.pathsep}{ROOT}"}
+        r = subprocess.run([python, "-c", _WEIGHTS_FIND, tmp, "load" if load else "find"], capture_output=True,
+                           text=True, env=env, cwd=ROOT, timeout=120)
+        text = (r.stdout + r.stderr).strip().splitlines()
+        if r.returncode != 0:
+            print(f"error: the weights do not work from {weights}: {text[-1] if text else 'no output'}",
+                  file=sys.stderr)
+            return 1
+    print(f"weights: {len(manifest['files'])} files match weights.json (sha256); {text[-1] if text else ''}")
+    return 0
+
+
+def describe_weights(weights: Path, manifest: dict) -> str:
+    where = os.path.relpath(weights, ROOT) if weights.is_relative_to(ROOT) else str(weights)
+    lines = [f"weights {where}: {mib(weights.stat().st_size)} ({manifest['package']} {manifest.get('version')}, "
+             f"{mib(manifest['unpacked_bytes'])} unpacked)"]
+    lines += [f"  {f['path']}  {mib(f['bytes'])}" for f in manifest["files"] if f["bytes"] > 2**16]
+    if manifest.get("left_out"):
+        lines.append(f"  left out (relitcam does not read them): {', '.join(manifest['left_out'])}")
+    return "\n".join(lines)
+
+
 # -------------------------------------------------------------------------------------------------- main
+
+
+def print_calls(out_dir: Path) -> None:
+    print(f"device call 1: run(command=\"bash scripts/device_check.sh\", "
+          f"carry={json.dumps(list(carried(out_dir, (PACK_NAME, CLIP_NAME))))}, timeout_s=600)")
+    if (out_dir / WEIGHTS_NAME).is_file():
+        print(f"device call 2, right after it on the same warm machine: run(command=\"STEPS=enroll bash "
+              f"scripts/device_check.sh\", carry={json.dumps(list(carried(out_dir, (WEIGHTS_NAME, CLIP_NAME))))}, "
+              "timeout_s=600)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check-only", action="store_true", help="check an existing pack (sizes, contents, imports)")
     p.add_argument("--python-version", default="3.12", help="CPython of the target machine (default 3.12)")
-    p.add_argument("--out-dir", type=Path, default=DEVICE_DIR, help="where site.tar.xz and clip.mp4 go (.device)")
+    p.add_argument("--out-dir", type=Path, default=DEVICE_DIR,
+                   help="where site.tar.xz, weights.tar.xz and clip.mp4 go (.device)")
     p.add_argument("--wheels", type=Path, default=DEVICE_DIR / "wheels", help="wheel cache (.device/wheels)")
     p.add_argument("--pin", action="append", default=[], metavar="DIST==VERSION", help="override a version")
     p.add_argument("--offline", action="store_true", help="use cached wheels only")
     p.add_argument("--no-strip", action="store_true", help="keep shared objects as shipped")
     p.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="enrollment clip copied to OUT_DIR/clip.mp4")
     p.add_argument("--no-clip", action="store_true", help="no clip (the device's enroll step is then skipped)")
+    p.add_argument("--weights-only", action="store_true", help="build OUT_DIR/weights.tar.xz only, then check both")
+    p.add_argument("--no-weights", action="store_true", help="build the pack only (weights.tar.xz is left as it is)")
+    p.add_argument("--weights-from", type=Path, default=None, metavar="FOLDER",
+                   help=f"the {WEIGHTS_PACKAGE} package folder (default: the one this Python finds)")
     args = p.parse_args(argv)
+    if args.weights_only and args.no_weights:
+        p.error("--weights-only and --no-weights exclude each other")
     out_dir = args.out_dir.resolve()
     pack = out_dir / PACK_NAME
     try:
         if args.check_only:
             return check(pack, out_dir)
+        if not args.no_weights:
+            pkg_dir = args.weights_from.resolve() if args.weights_from else weights_package_dir()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="relitcam-weights-") as tmp:
+                wmanifest = build_weights(pkg_dir, Path(tmp), identity_model_name())
+                print(f"weights from {pkg_dir}: {len(wmanifest['files'])} files, "
+                      f"{mib(wmanifest['unpacked_bytes'])}; compressing...", flush=True)
+                write_weights(Path(tmp), wmanifest, out_dir / WEIGHTS_NAME)
+            print(f"{out_dir / WEIGHTS_NAME}: {mib((out_dir / WEIGHTS_NAME).stat().st_size)}")
+        if args.weights_only:
+            if not pack.is_file():
+                print(f"note: no pack at {pack}: checking the weights alone")
+                return check_weights(out_dir / WEIGHTS_NAME)
+            code = check(pack, out_dir)
+            if code == 0 and out_dir == DEVICE_DIR.resolve():
+                print_calls(out_dir)
+            return code
         overrides = dict(s.split("==", 1) for s in args.pin)
         pins = pinned_versions(overrides)
         files = download(args.wheels.resolve(), pins, args.python_version, args.offline)
@@ -499,8 +718,7 @@ def main(argv: list[str] | None = None) -> int:
             (out_dir / CLIP_NAME).unlink()
         code = check(pack, out_dir)
         if code == 0 and out_dir == DEVICE_DIR.resolve():
-            paths = json.dumps(list(carried(out_dir)))
-            print(f"device call: run(command='bash scripts/device_check.sh', carry={paths}, timeout_s=600)")
+            print_calls(out_dir)
         return code
     except PackError as e:
         print(f"device_pack: error: {e}", file=sys.stderr)

@@ -93,8 +93,10 @@ def _bare_python(tmp_path: Path, slow_pytest: bool = False) -> Path:
 
 def _run_check(tmp_path: Path, **env) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / "out"
+    # DEVICE_ROOT and WEIGHTS: never the real /tmp/relitcam-device, nor the checkout's .device/weights.tar.xz
     full = {**os.environ, "OUT": str(out), "SITE_DIR": str(_fake_pack_root(tmp_path)),
-            "CLIP": str(tmp_path / "no_clip.mp4"), "ENROLL_WORK": str(tmp_path / "enroll"), **env}
+            "CLIP": str(tmp_path / "no_clip.mp4"), "ENROLL_WORK": str(tmp_path / "enroll"),
+            "DEVICE_ROOT": str(tmp_path / "root"), "WEIGHTS": str(tmp_path / "no_weights.tar.xz"), **env}
     full.pop("PYTHONPATH", None)
     r = subprocess.run(["bash", str(CHECK)], capture_output=True, text=True, env=full, timeout=60, cwd=tmp_path)
     return r, out
@@ -143,7 +145,8 @@ def test_check_logs_a_failed_and_a_timed_out_step_and_runs_the_next(tmp_path):
 def test_check_without_a_pack_says_so_and_still_probes(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "STEPS": "probe", "PACK": str(tmp_path / "missing.tar.xz"),
-           "PYTHON": str(_bare_python(tmp_path)), "CLIP": str(tmp_path / "none.mp4")}
+           "PYTHON": str(_bare_python(tmp_path)), "CLIP": str(tmp_path / "none.mp4"),
+           "DEVICE_ROOT": str(tmp_path / "root"), "WEIGHTS": str(tmp_path / "none.tar.xz")}
     env.pop("SITE_DIR", None)
     r = subprocess.run(["bash", str(CHECK)], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -238,3 +241,158 @@ def test_prune_removes_litert_extras_and_keeps_the_interpreter(tmp_path):
     assert "av/video/frame.pyi" in removed and "av/codec/codec.pxd" in removed
     left = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
     assert left == ["ai_edge_litert/interpreter.py", "ai_edge_litert/libpywrap_litert_common.so", "av/__init__.py"]
+
+
+# ------------------------------------------------------------------------------------- two calls, weights
+
+
+def _tar_xz(folder: Path, dest: Path) -> Path:
+    with lzma.open(dest, "wb") as xz, tarfile.open(fileobj=xz, mode="w") as tar:
+        for entry in sorted(folder.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return dest
+
+
+def _fake_weights(tmp_path: Path, model: bytes = b"not a dlib stream") -> Path:
+    """weights.tar.xz built by device_pack from a stand-in face_recognition_models package (and a file it omits)."""
+    site = tmp_path / "fake_site"
+    pkg = site / "face_recognition_models"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / device_pack.identity_model_name()).write_bytes(model)
+    (pkg / "models" / "shape_predictor_68_face_landmarks.dat").write_bytes(b"x" * 100)
+    info = site / "face_recognition_models-0.3.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: face_recognition_models\nVersion: 0.3.0\n")
+    (info / "RECORD").write_text("")
+    stage = tmp_path / "weights_stage"
+    manifest = device_pack.build_weights(pkg, stage, device_pack.identity_model_name())
+    dest = tmp_path / "weights.tar.xz"
+    device_pack.write_weights(stage, manifest, dest)
+    return dest
+
+
+def _check_call(tmp_path: Path, name: str, **env) -> tuple[subprocess.CompletedProcess, dict, str]:
+    """One device_check.sh run as on the machine (no SITE_DIR); DEVICE_ROOT and TMPDIR under tmp_path."""
+    out = tmp_path / name
+    (tmp_path / "tmpdir").mkdir(exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SITE_DIR", "ENROLL_WORK")}
+    full = {**base, "OUT": str(out), "DEVICE_ROOT": str(tmp_path / "root"), "TMPDIR": str(tmp_path / "tmpdir"),
+            "PYTHON": str(_bare_python(tmp_path)), "CLIP": str(tmp_path / "no_clip.mp4"),
+            "PACK": str(tmp_path / "no_pack.tar.xz"), "WEIGHTS": str(tmp_path / "no_weights.tar.xz"), **env}
+    r = subprocess.run(["bash", str(CHECK)], capture_output=True, text=True, env=full, timeout=60, cwd=tmp_path)
+    return r, json.loads((out / "summary.json").read_text()), (out / "log.txt").read_text()
+
+
+def test_check_keeps_the_unpacked_pack_for_the_next_call(tmp_path):
+    pack = _tar_xz(_fake_pack_root(tmp_path), tmp_path / "site.tar.xz")
+    sha = device_pack.sha256(pack)
+    site = tmp_path / "root" / "site"
+
+    # call 1 carries the pack: unpacked into DEVICE_ROOT/site, which outlives the call (the scratch folder does not)
+    r, summary, log = _check_call(tmp_path, "call1", PACK=str(pack), STEPS="enroll")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert summary["pack"]["from"] == "this call" and summary["pack"]["sha256"] == sha
+    assert summary["site_dir"] == str(site) and (site / "pack.json").is_file()
+    assert summary["fallbacks_activated"] == ["fake-dist"] and f"{site}/site:" in log
+    assert summary["weights"] is None and "no weights at" in log
+    assert list((tmp_path / "tmpdir").iterdir()) == []
+    (site / "sentinel").write_text("")
+
+    # call 2 carries no pack: the folder from call 1 is used as it is
+    r, summary, log = _check_call(tmp_path, "call2", STEPS="enroll")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert summary["pack"]["from"] == "earlier call" and summary["pack"]["sha256"] == sha
+    assert summary["pack"]["wheels"] == {"fake-dist": "1"} and summary["site_dir"] == str(site)
+    assert any("none carried" in n for n in summary["notes"]) and f"{site}/site:" in log
+    assert summary["fallbacks_activated"] == ["fake-dist"] and (site / "sentinel").exists()
+
+    # the same pack carried again: not unpacked again
+    r, summary, log = _check_call(tmp_path, "call3", PACK=str(pack), STEPS="enroll")
+    assert summary["pack"]["from"] == "earlier call" and "reused" in log and (site / "sentinel").exists()
+
+    # another pack replaces the folder
+    root2 = _fake_pack_root(tmp_path / "other")
+    (root2 / "site" / "relitcam_other.py").write_text("")
+    pack2 = _tar_xz(root2, tmp_path / "other.tar.xz")
+    r, summary, log = _check_call(tmp_path, "call4", PACK=str(pack2), STEPS="enroll")
+    assert summary["pack"]["from"] == "this call" and summary["pack"]["sha256"] == device_pack.sha256(pack2)
+    assert not (site / "sentinel").exists() and (site / "site" / "relitcam_other.py").exists()
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["site"]  # no half-unpacked folder left
+
+    # nothing carried and nothing from an earlier call: said plainly
+    r, summary, log = _check_call(tmp_path / "other", "call5", STEPS="enroll")
+    assert summary["pack"] is None and any("no pack at" in n and "earlier call" in n for n in summary["notes"])
+
+
+def test_check_puts_the_weights_on_the_path_and_keeps_them(tmp_path):
+    weights = _fake_weights(tmp_path)
+    folder = tmp_path / "root" / "weights"
+    r, summary, log = _check_call(tmp_path, "call2", WEIGHTS=str(weights), STEPS="probe",
+                                  SITE_DIR=str(_fake_pack_root(tmp_path)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    w = summary["weights"]
+    assert w["from"] == "this call" and w["sha256"] == device_pack.sha256(weights) and w["dir"] == str(folder)
+    assert w["package"] == "face_recognition_models" and w["version"] == "0.3.0"
+    assert summary["pack"]["from"] == "SITE_DIR"
+    # the probe finds the package as models.face.identity does, in the unpacked weights
+    frm = json.loads((tmp_path / "call2" / "probe.json").read_text())["packages"]["face_recognition_models"]
+    assert frm["present"] is True
+    assert frm["file"] == str(folder / "site" / "face_recognition_models" / "models" /
+                              device_pack.identity_model_name())
+    assert not any(m.startswith("face_recognition_models") for m in summary["probe"]["missing"])
+    # only what relitcam reads travelled
+    assert not (folder / "site" / "face_recognition_models" / "models" / "shape_predictor_68_face_landmarks.dat"
+                ).exists()
+
+    # a later call without the weights still has them
+    r, summary, log = _check_call(tmp_path, "call3", STEPS="probe", SITE_DIR=str(tmp_path / "pack"))
+    assert summary["weights"]["from"] == "earlier call" and f"{folder}/site" in log
+    frm = json.loads((tmp_path / "call3" / "probe.json").read_text())["packages"]["face_recognition_models"]
+    assert frm["present"] is True and frm["file"].startswith(str(folder))
+
+
+def test_weights_build_and_check(tmp_path, capsys):
+    assert device_pack.identity_model_name() == "dlib_face_recognition_resnet_model_v1.dat"
+    bad_source = tmp_path / "identity.py"
+    bad_source.write_text("OTHER = 1\n")
+    with pytest.raises(device_pack.PackError, match="no MODEL_NAME"):
+        device_pack.identity_model_name(bad_source)
+
+    weights = _fake_weights(tmp_path)
+    with lzma.open(weights) as f, tarfile.open(fileobj=f) as tar:
+        names = set(tar.getnames())
+    model = "site/face_recognition_models/models/" + device_pack.identity_model_name()
+    assert {"weights.json", "site/face_recognition_models/__init__.py", model,
+            "site/face_recognition_models-0.3.0.dist-info/METADATA"} <= names
+    assert not any(n.endswith(("RECORD", "shape_predictor_68_face_landmarks.dat")) for n in names)
+    manifest = device_pack.read_weights_manifest(weights)
+    assert manifest["version"] == "0.3.0" and any("shape_predictor_68" in x for x in manifest["left_out"])
+    assert device_pack.check_weights(weights, load=False) == 0
+    assert "files match weights.json" in capsys.readouterr().out
+
+    # --check-only prints call 2's budget beside call 1's, then loads the model: a stand-in is refused
+    _write_fake_pack(tmp_path)
+    assert device_pack.main(["--check-only", "--out-dir", str(tmp_path)]) == 1
+    cap = capsys.readouterr()
+    assert "what call 1" in cap.out and "what call 2" in cap.out and f"carry {weights}" in cap.out
+    assert "the weights do not work" in cap.err
+
+    # a file that differs from weights.json, and a tarball without the model
+    stage = tmp_path / "weights_stage"
+    (stage / model).write_bytes(b"NOT a dlib stream")  # same size, other bytes
+    device_pack.write_weights(stage, manifest, weights)
+    assert device_pack.check_weights(weights, load=False) == 1
+    assert "differ from weights.json" in capsys.readouterr().err
+    (stage / model).unlink()
+    manifest["files"] = [f for f in manifest["files"] if f["path"] != model]
+    device_pack.write_weights(stage, manifest, weights)
+    assert device_pack.main(["--check-only", "--out-dir", str(tmp_path)]) == 1
+    assert f"lacks {model}" in capsys.readouterr().err
+
+
+def test_check_only_without_weights_says_call_2_cannot_run(tmp_path, capsys):
+    _write_fake_pack(tmp_path)
+    assert device_pack.main(["--check-only", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "what call 1" in out and "what call 2" not in out and "no weights at" in out
