@@ -1,7 +1,10 @@
 """`relitcam enroll` started from the web page: one child process at a time, its stages followed for the page.
 
 The child is the real CLI (`python -m stream.cli enroll FILE --name NAME --resume`) at nice 10, so the live stream
-keeps its frame rate while training takes what is left of the machine. Its lines are read as they come: "[k/N]
+keeps its frame rate while training takes what is left of the machine, with two cores fewer threads than the
+machine has (at least one): torch's worker threads wait for each other at every operation, and one of them
+preempted by the live stream holds up all the others (measured on 2 cores: decomposition not done after 28 min with
+2 threads beside a live stream). Its lines are read as they come: "[k/N]
 stage: title" says where it is, "relitcam enroll: error: ..." why it stopped. Stop sends SIGINT, as Ctrl+C would:
 enrollment saves its checkpoints, and starting again with the same recording and name resumes.
 """
@@ -20,6 +23,11 @@ from pathlib import Path
 STAGE_LINE = re.compile(r"^\[(\d+)/(\d+)\] (\w+): (.*)$")
 ERROR_PREFIX = "relitcam enroll: error: "
 NICENESS = 10
+
+
+def training_threads(cpu_count: int | None = None) -> int:
+    """Threads for an enrollment that runs beside the live stream: all cores but the two the stream keeps busy."""
+    return max(1, (cpu_count or os.cpu_count() or 1) - 2)
 
 
 @dataclass
@@ -75,7 +83,8 @@ class EnrollJobs:
         self._process = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             preexec_fn=lambda: os.nice(NICENESS), start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # its lines as they are said, not a pipe buffer later
+            env={**os.environ, "PYTHONUNBUFFERED": "1",  # its lines as they are said, not a pipe buffer later
+                 "OMP_NUM_THREADS": str(training_threads())})
         self.status = EnrollStatus(state="running", name=name, file=str(path), started_s=time.time())
         self._watch = asyncio.create_task(self._follow(self._process))
         return self.status

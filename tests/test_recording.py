@@ -238,3 +238,22 @@ def test_the_page_runs_the_real_enroll_and_shows_why_it_stopped(tmp_path, monkey
     reply = _serve(go, recordings_dir=folder)
     assert reply["state"] == "failed", reply
     assert reply["error"].endswith("is 3.0 s long; enrollment needs at least 20 s of usable video (min_usable_s)")
+
+
+def test_a_page_started_enrollment_leaves_the_live_stream_two_cores():
+    from stream.enroll_jobs import training_threads
+
+    assert [training_threads(n) for n in (1, 2, 3, 16)] == [1, 1, 1, 14]
+
+
+def test_the_enroll_child_gets_its_thread_count_and_unbuffered_lines(jobs, monkeypatch):
+    monkeypatch.setattr("stream.enroll_jobs.training_threads", lambda: 3)
+    jobs.command = [sys.executable, "-c", "import os, sys; print('[1/1] env:', os.environ['OMP_NUM_THREADS'], "
+                                          "os.environ['PYTHONUNBUFFERED'])"]
+
+    async def go():
+        await jobs.start("me-1.mp4", "me")
+        return await jobs.wait()
+
+    status = asyncio.run(go())
+    assert status.state == "done" and status.stage == "1/1 env: 3 1"
