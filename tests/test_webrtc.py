@@ -270,6 +270,8 @@ def test_browser_receives_video_and_audio_and_a_preset_click_relights_it():
 
                 # The avatar list switches avatars; the stream goes on with the new one.
                 assert await page.is_visible("#avatar")
+                assert not await page.is_visible("#selfview")  # the recording's self view only while recording
+                assert await page.is_visible("#record") and not await page.is_visible("#enroll")
                 await page.select_option("#avatar", "wide")
                 await page.wait_for_function("window.relitcam.state.avatar === 'wide'", timeout=5000)
                 count = await page.evaluate("window.frameCount")
