@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.enroll.enroll import check_avatar_name
 from models.media import iter_video_frames, probe_video, read_audio
 
 RECORDINGS_DIR = Path(os.environ.get("XDG_DATA_HOME", "~/.local/share")) / "relitcam" / "recordings"
@@ -43,8 +44,10 @@ class Recording:
 
 
 def check_name(name: str) -> str:
-    """An avatar name as enrollment takes it: a plain folder name."""
-    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(".") or len(name) > 64:
+    """An avatar name typed on the page: as enrollment takes it, and also no hidden file and not overlong (it
+    becomes a file name in the recordings folder)."""
+    check_avatar_name(name)
+    if name.startswith(".") or len(name) > 64:
         raise ValueError(f"avatar name must be a plain folder name (no '/', not starting with '.'), got {name!r}")
     return name
 

@@ -32,6 +32,13 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_AVATARS_DIR = Path(os.environ.get("XDG_DATA_HOME", "~/.local/share")) / "relitcam" / "avatars"
 
 
+def check_avatar_name(name: str) -> str:
+    """An avatar's name is the folder its bundle is written to: a plain folder name, nothing to climb out with."""
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"avatar name must be a plain folder name, got {name!r}")
+    return name
+
+
 def enrolled_avatars(avatars_dir: Path | None = None) -> dict[str, Path]:
     """Avatars `relitcam enroll` has written, by name: the folders of avatars_dir (default: where enroll writes)
     that hold a bundle manifest. A folder without one (an enrollment still running) is left out."""
@@ -61,8 +68,7 @@ class EnrollOptions:
         if not 0.5 <= self.train_fraction < 1.0:
             raise ValueError(f"train fraction must be in [0.5, 1): the rest of the video measures quality; "
                              f"got {self.train_fraction}")
-        if not self.name or "/" in self.name or "\\" in self.name or self.name in (".", ".."):
-            raise ValueError(f"avatar name must be a plain folder name, got {self.name!r}")
+        check_avatar_name(self.name)
 
     @property
     def bundle_path(self) -> Path:
