@@ -14,6 +14,14 @@ from models.enroll.enroll import enrolled_avatars
 DEFAULT_NAME = "default"  # the shipped avatar's name in the list (an enrolled avatar of that name replaces it)
 
 
+def available_avatars(avatars_dir: Path | None = None) -> dict[str, Path]:
+    """Every avatar the page can switch to, by name: the shipped default (where installed) and those enrolled."""
+    from stream.bundle_renderer import DEFAULT_BUNDLE
+
+    shipped = {DEFAULT_NAME: DEFAULT_BUNDLE} if (DEFAULT_BUNDLE / "manifest.json").is_file() else {}
+    return {**shipped, **enrolled_avatars(avatars_dir)}
+
+
 class AvatarChoice:
     def __init__(self, pipeline, current: str | None, backend: str = "onnxruntime",
                  avatars_dir: Path | None = None, load=None) -> None:
@@ -25,10 +33,7 @@ class AvatarChoice:
         self._lock = asyncio.Lock()  # one load at a time: a second request waits rather than racing the first
 
     def available(self) -> dict[str, Path]:
-        from stream.bundle_renderer import DEFAULT_BUNDLE
-
-        shipped = {DEFAULT_NAME: DEFAULT_BUNDLE} if (DEFAULT_BUNDLE / "manifest.json").is_file() else {}
-        return {**shipped, **enrolled_avatars(self.avatars_dir)}
+        return available_avatars(self.avatars_dir)
 
     def describe(self) -> dict:
         return {"avatar": self.current, "avatars": list(self.available())}

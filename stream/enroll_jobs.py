@@ -30,6 +30,10 @@ def training_threads(cpu_count: int | None = None) -> int:
     return max(1, (cpu_count or os.cpu_count() or 1) - 2)
 
 
+class JobConflict(ValueError):
+    """The request does not fit the job's state: one already running, or none to stop."""
+
+
 @dataclass
 class EnrollStatus:
     state: str = "idle"  # idle | running | done | failed | stopped
@@ -74,7 +78,7 @@ class EnrollJobs:
         from stream.recordings import check_name
 
         if self.running:
-            raise ValueError(f"an enrollment is already running ({self.status.name}); stop it first")
+            raise JobConflict(f"an enrollment is already running ({self.status.name}); stop it first")
         path = self._recording(file)
         check_name(name)
         args = [*self.command, str(path), "--name", name, "--resume", "--quiet"]
@@ -114,7 +118,7 @@ class EnrollJobs:
 
     async def stop(self) -> EnrollStatus:
         if not self.running:
-            raise ValueError("no enrollment is running")
+            raise JobConflict("no enrollment is running")
         self.status.state = "stopping"
         self._process.send_signal(signal.SIGINT)
         return self.status

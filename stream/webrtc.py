@@ -33,7 +33,7 @@ from stream import recordings
 from stream.clock import Clock
 from stream.controls import MAX_BACKGROUND_BYTES, MAX_HDR_BYTES, Controls
 from stream.delay import AudioDelayLine
-from stream.enroll_jobs import EnrollJobs
+from stream.enroll_jobs import EnrollJobs, JobConflict
 from stream.live_audio import ClockedCapture
 from stream.queues import DropQueue, QueueClosed
 from stream.types import AUDIO_RATE_HZ, AudioChunk, Frame
@@ -181,6 +181,11 @@ class BrowserMicSource(ClockedCapture):
 # -------------------------------------------------------------------------------------------------------- server
 
 
+def error_response(message: str, status: int = 400) -> web.Response:
+    """The JSON every route answers a refused request with: {"type": "error", "error": message}."""
+    return web.json_response({"type": "error", "error": message}, status=status)
+
+
 class WebRtcServer:
     """aiohttp app: the page, /offer (SDP exchange), /hdr (map upload), /background (picture upload); one
     RTCPeerConnection per session."""
@@ -257,7 +262,7 @@ class WebRtcServer:
         return hmac.compare_digest(str(given), self.token)
 
     def _deny(self) -> web.Response:
-        return web.json_response({"type": "error", "error": "missing or wrong access token"}, status=401)
+        return error_response("missing or wrong access token", 401)
 
     # -- routes -----------------------------------------------------------------------------------------------
     async def _index(self, request: web.Request) -> web.StreamResponse:
@@ -296,7 +301,7 @@ class WebRtcServer:
         try:
             path = recordings.recording_path(self.recordings_dir, name, request.content_type)
         except ValueError as e:
-            return web.json_response({"type": "error", "error": str(e)}, status=400)
+            return error_response(str(e))
         upload = recordings.PartialFile(path)
         try:
             async for chunk in request.content.iter_chunked(1 << 20):
@@ -305,20 +310,11 @@ class WebRtcServer:
             recording = await asyncio.to_thread(recordings.check_recording, upload.partial, name)
         except ValueError as e:
             upload.discard()
-            return web.json_response({"type": "error", "error": str(e)}, status=400)
+            return error_response(str(e))
         except BaseException:  # the page went away mid-upload: nothing half-written is left behind
             upload.discard()
             raise
         return web.json_response(dataclasses.replace(recording, path=upload.keep()).reply())
-
-    async def _json_object(self, request: web.Request) -> dict | web.Response:
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict):
-            return web.json_response({"type": "error", "error": "the body must be a JSON object"}, status=400)
-        return body
 
     async def _enroll_status(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
@@ -328,16 +324,21 @@ class WebRtcServer:
     async def _enroll_start(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._deny()
-        body = await self._json_object(request)
-        if isinstance(body, web.Response):
-            return body
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            return error_response("the body must be a JSON object")
         file, name = body.get("file"), body.get("name")
         if not isinstance(file, str) or not isinstance(name, str):
-            return web.json_response({"type": "error", "error": "enroll needs 'file' and 'name' (strings)"}, status=400)
+            return error_response("enroll needs 'file' and 'name' (strings)")
         try:
             status = await self.enroll_jobs.start(file, name)
+        except JobConflict as e:
+            return error_response(str(e), 409)
         except ValueError as e:
-            return web.json_response({"type": "error", "error": str(e)}, status=409 if "already" in str(e) else 400)
+            return error_response(str(e))
         return web.json_response(status.reply())
 
     async def _enroll_stop(self, request: web.Request) -> web.Response:
@@ -345,29 +346,26 @@ class WebRtcServer:
             return self._deny()
         try:
             status = await self.enroll_jobs.stop()
-        except ValueError as e:
-            return web.json_response({"type": "error", "error": str(e)}, status=409)
+        except JobConflict as e:
+            return error_response(str(e), 409)
         return web.json_response(status.reply())
 
     async def _offer(self, request: web.Request) -> web.Response:
-        def error(message: str, status: int = 400) -> web.Response:
-            return web.json_response({"type": "error", "error": message}, status=status)
-
         raw = await request.read()
         if len(raw) > MAX_OFFER_BYTES:
-            return error(f"offer too large ({len(raw)} bytes, limit {MAX_OFFER_BYTES})", 413)
+            return error_response(f"offer too large ({len(raw)} bytes, limit {MAX_OFFER_BYTES})", 413)
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return error("offer must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
+            return error_response("offer must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
         if not isinstance(body, dict):
-            return error("offer must be a JSON object with 'sdp' and 'type'")
+            return error_response("offer must be a JSON object with 'sdp' and 'type'")
         if not self._authorised(request, body.get("token") if isinstance(body.get("token"), str) else None):
             return self._deny()
         if body.get("type") != "offer" or not isinstance(body.get("sdp"), str) or "v=0" not in body["sdp"]:
-            return error("offer needs 'type': 'offer' and 'sdp': an SDP text starting with v=0")
+            return error_response("offer needs 'type': 'offer' and 'sdp': an SDP text starting with v=0")
         if len(self.sessions) >= self.max_sessions:
-            return error(f"session limit reached ({self.max_sessions}); close another viewer first", 503)
+            return error_response(f"session limit reached ({self.max_sessions}); close another viewer first", 503)
         session_id = secrets.token_hex(4)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: loopback/LAN needs none, and no internet
         try:
@@ -375,7 +373,7 @@ class WebRtcServer:
         except Exception as e:  # aiortc raises ValueError/AssertionError/etc. on malformed SDP
             await pc.close()
             self.sessions.pop(session_id, None)
-            return error(f"cannot use this offer: {type(e).__name__}: {e}".rstrip(": "))
+            return error_response(f"cannot use this offer: {type(e).__name__}: {e}".rstrip(": "))
         return web.json_response({"type": answer.type, "sdp": answer.sdp, "session": session_id})
 
     async def _negotiate(self, session_id: str, pc: RTCPeerConnection, sdp: str) -> RTCSessionDescription:

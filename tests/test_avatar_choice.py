@@ -10,7 +10,7 @@ import pytest
 
 import models.enroll.enroll as enroll
 from models.lighting.sources import preset
-from stream.avatar_choice import DEFAULT_NAME, AvatarChoice
+from stream.avatar_choice import DEFAULT_NAME, AvatarChoice, available_avatars
 from stream.backgrounds import BackgroundSet
 from stream.bundle_renderer import DEFAULT_BUNDLE
 from stream.clock import MonotonicClock
@@ -77,7 +77,7 @@ def test_the_avatar_used_is_saved_and_a_run_starts_with_it_unless_told(enrolled,
     path = tmp_path / "live.json"
     save_settings(LiveSettings(avatar="alice"), path)
     assert json.loads(path.read_text())["avatar"] == "alice" and load_settings(path).avatar == "alice"
-    available = AvatarChoice(None, None).available()
+    available = available_avatars()
     assert starting_avatar(None, "alice", available) == (str(enrolled / "alice"), "alice")
     assert "starting with avatar 'alice'" in capsys.readouterr().out
     assert starting_avatar("alice", None, available) == ("alice", "alice")  # by name

@@ -105,21 +105,20 @@ def starting_avatar(spec: str | None, saved_name: str | None, available: dict) -
 
     --avatar wins; without it, the avatar last switched to (saved), if it is still there."""
     from stream.avatar_choice import DEFAULT_NAME
-    from stream.bundle_renderer import DEFAULT_BUNDLE
 
     if spec is not None:
-        if spec in available and not Path(spec).expanduser().is_dir():
-            return spec, spec
         folder = Path(spec).expanduser()
-        named = [name for name, path in available.items() if folder.is_dir() and path.resolve() == folder.resolve()]
-        return spec, (named[0] if named else None)
+        if folder.is_dir():
+            named = [name for name, path in available.items() if path.resolve() == folder.resolve()]
+            return spec, (named[0] if named else None)
+        return spec, (spec if spec in available else None)
     if saved_name is not None and saved_name != DEFAULT_NAME:
         if saved_name in available:
             print(f"relitcam: starting with avatar {saved_name!r}, the last one used (--avatar to choose another)")
             return str(available[saved_name]), saved_name
         print(f"relitcam run: the avatar last used, {saved_name!r}, is no longer enrolled; starting with the default",
               file=sys.stderr)
-    return None, (DEFAULT_NAME if (DEFAULT_BUNDLE / "manifest.json").is_file() else None)
+    return None, (DEFAULT_NAME if DEFAULT_NAME in available else None)
 
 
 async def _run(args) -> int:
@@ -144,10 +143,9 @@ async def _run(args) -> int:
     saved = load_settings(saved_path) if saved_path else None
     look = starting_look(saved, args.light, args.shine, args.avatar_height, preset_names())
     clock = MonotonicClock()
-    from stream.avatar_choice import AvatarChoice
+    from stream.avatar_choice import AvatarChoice, available_avatars
 
-    avatars = AvatarChoice(None, None, args.backend)
-    avatar_spec, avatar_name = starting_avatar(args.avatar, saved.avatar if saved else None, avatars.available())
+    avatar_spec, avatar_name = starting_avatar(args.avatar, saved.avatar if saved else None, available_avatars())
     renderer = load_avatar(avatar_spec, args.backend)
     realtime = not args.offline
     if args.offline and args.source != "file":
@@ -204,9 +202,8 @@ async def _run(args) -> int:
                             latency_budget_ms=args.latency_budget_ms, avatar_height_frac=look.avatar_height,
                             voice_gate_db=args.voice_gate_db)
     pipeline = Pipeline(source, renderer, lighting, backgrounds, sinks, config, clock)
-    avatars.pipeline, avatars.current = pipeline, avatar_name
     controls = Controls(lighting, backgrounds, clock, [Path(h) for h in args.hdr] if args.hdr else None,
-                        pipeline.compositor, avatars)
+                        pipeline.compositor, AvatarChoice(pipeline, avatar_name, args.backend))
     controls.light_from_background = light_from_background
 
     server = None
