@@ -383,18 +383,25 @@ def write_pack(stage: Path, manifest: dict, dest: Path) -> None:
 # ------------------------------------------------------------------------------------------------- check
 
 
+def _tar_manifest(path: Path, manifest_name: str, fmt: str, what: str) -> tuple[dict, dict]:
+    """(the JSON manifest `manifest_name` inside the xz tarball `path`, its members by name); PackError when the
+    tarball does not read or its manifest is not of format `fmt`."""
+    try:
+        with tarfile.open(path, "r:xz") as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            f = tar.extractfile(manifest_name)
+            manifest = json.loads(f.read()) if f else None
+    except (tarfile.TarError, KeyError, EOFError, OSError, json.JSONDecodeError, ValueError) as e:
+        raise PackError(f"{path} is not a readable {what} ({type(e).__name__}: {e}); rebuild it") from None
+    if not manifest or manifest.get("format") != fmt:
+        raise PackError(f"{path} has no {manifest_name} of format {fmt}; rebuild it")
+    return manifest, members
+
+
 def read_manifest(pack: Path) -> dict:
     if not pack.is_file():
         raise PackError(f"no pack at {pack}: build it with `.venv/bin/python scripts/device_pack.py`")
-    try:
-        with tarfile.open(pack, "r:xz") as tar:
-            names = set(tar.getnames())
-            f = tar.extractfile("pack.json")
-            manifest = json.loads(f.read()) if f else None
-    except (tarfile.TarError, KeyError, EOFError, OSError, json.JSONDecodeError, ValueError) as e:
-        raise PackError(f"{pack} is not a readable device pack ({type(e).__name__}: {e}); rebuild it") from None
-    if not manifest or manifest.get("format") != PACK_FORMAT:
-        raise PackError(f"{pack} has no pack.json of format {PACK_FORMAT}; rebuild it")
+    manifest, names = _tar_manifest(pack, "pack.json", PACK_FORMAT, "device pack")
     missing = [p for p in ("site/av/__init__.py", "site/ai_edge_litert/interpreter.py",
                            "site/ai_edge_litert/libpywrap_litert_common.so") if p not in names]
     missing += [fb["path"] for fb in manifest["fallback"] if fb["path"] not in names]
@@ -566,15 +573,7 @@ def read_weights_manifest(weights: Path) -> dict:
     if not weights.is_file():
         raise PackError(f"no weights at {weights}: build them with `.venv/bin/python scripts/device_pack.py "
                         "--weights-only`")
-    try:
-        with tarfile.open(weights, "r:xz") as tar:
-            members = {m.name: m for m in tar.getmembers()}
-            f = tar.extractfile("weights.json")
-            manifest = json.loads(f.read()) if f else None
-    except (tarfile.TarError, KeyError, EOFError, OSError, json.JSONDecodeError, ValueError) as e:
-        raise PackError(f"{weights} is not a readable weights tarball ({type(e).__name__}: {e}); rebuild it") from None
-    if not manifest or manifest.get("format") != WEIGHTS_FORMAT:
-        raise PackError(f"{weights} has no weights.json of format {WEIGHTS_FORMAT}; rebuild it")
+    manifest, members = _tar_manifest(weights, "weights.json", WEIGHTS_FORMAT, "weights tarball")
     need = {f"site/{WEIGHTS_PACKAGE}/__init__.py": None, f"site/{WEIGHTS_PACKAGE}/models/{identity_model_name()}": None}
     need.update({f["path"]: f["bytes"] for f in manifest.get("files", [])})
     missing = [p for p in need if p not in members or not members[p].isfile()]
