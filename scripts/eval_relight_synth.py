@@ -62,13 +62,14 @@ from models.enroll.matte_edges import decontaminate_edges  # noqa: E402
 from models.enroll.mouth import (  # noqa: E402
     MouthParams, TorchLighting, build_samples, load_mouth, mouth_box, paste_mouth, relight, train_mouth)
 from models.enroll.overrides import parse_overrides  # noqa: E402
-from models.enroll.prepare import crop_rect, prepare_video  # noqa: E402
-from models.enroll.workdir import WorkDir  # noqa: E402
+from models.enroll.prepare import PrepareParams, crop_rect, prepare_video, track_stage_identity  # noqa: E402
+from models.enroll.workdir import WorkDir, atomic_save_npy, atomic_save_npz  # noqa: E402
 from models.face.crop import sample_crop  # noqa: E402
 from models.face.identity import DlibFaceResNet  # noqa: E402
 from models.face.resources import load_topology  # noqa: E402
 from models.lighting.files import load_lighting  # noqa: E402
 from models.lighting.lighting import Lighting  # noqa: E402
+from models.media import AUDIO_RATE_HZ, read_audio  # noqa: E402
 from models.metrics.identity import embedding_distances, face_embeddings  # noqa: E402
 from models.metrics.image import psnr_db, ssim  # noqa: E402
 from models.render import DEFAULT_SHININESS  # noqa: E402
@@ -144,6 +145,35 @@ def _tag_mouth(wd: WorkDir, dec_state: dict) -> None:
     torch.save(state, path)
 
 
+def write_true_mesh_track(synth: Path, wd: WorkDir, params: PrepareParams) -> None:
+    """`--true-mesh`: the work folder's track stage written from the clip's own projected mesh (landmarks.npz)
+    instead of the tracker's, keyed exactly as prepare keys a tracked one, so align, crops and everything after run
+    unchanged on it. What the enrollment reaches with a perfect tracker; never mix such a folder with a tracked one
+    (the marker file says which it is)."""
+    marker = wd.path("TRUE_MESH")
+    if wd.record("track") is not None and not marker.exists():
+        raise SystemExit(f"error: {wd.root} holds a tracked run; --true-mesh needs its own --workdir")
+    video = synth / "video.mp4"
+    stage, inputs, track_params = track_stage_identity(video, params)
+    if wd.is_done(stage, inputs, track_params):
+        return
+    with np.load(synth / "landmarks.npz") as z:
+        points = z["points_px"].astype(np.float32)
+    # The synth sits its mesh on the body proxy (z offset ~70 px); the tracker's z is centred on the head. Every
+    # later use of z is relative (similarity fits, rasterised normals), so centring per frame is enough.
+    points[..., 2] -= points[..., 2].mean(axis=1, keepdims=True)
+    fps = float(track_params["fps"])
+    n = len(points)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("track stage written from landmarks.npz by scripts/eval_relight_synth.py --true-mesh\n")
+    atomic_save_npz(wd.path("track.npz"), t_s=np.arange(n) / fps, found=np.ones(n, bool),
+                    presence=np.ones(n, np.float32), landmarks_raw=points)
+    atomic_save_npy(wd.path("audio.npy"), read_audio(video, AUDIO_RATE_HZ).astype(np.float32))
+    wd.write_record(stage, inputs, track_params, ["track.npz", "audio.npy"], 0.0,
+                    {"frames": n, "found": n, "detector_runs": 0, "faces_checks": 0, "multi_face_checks": 0,
+                     "fps": fps, "elapsed_s": 0.0, "frames_per_s": 0.0, "landmarks": "the clip's true mesh"})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--synth", type=Path, required=True)
@@ -158,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a DecomposeParams field (repeatable), e.g. --param steps=1600")
     ap.add_argument("--out", type=Path, required=True, help="JSON report; the contact sheet goes next to it (.png)")
+    ap.add_argument("--true-mesh", action="store_true",
+                    help="diagnostic: prepare from the clip's own mesh (landmarks.npz) instead of the tracker's, "
+                    "in a work folder of its own: what the enrollment reaches with a perfect tracker")
     ap.add_argument("--dump", type=Path, help="also save the scored 8-bit crops of every variant, the ground truth and "
                     "the face masks to this .npz (error maps, per-region analysis)")
     args = ap.parse_args(argv)
@@ -165,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     wd = WorkDir(args.workdir)
+    if args.true_mesh:
+        write_true_mesh_track(args.synth, wd, PrepareParams(size_px=args.size))
     prepared = prepare_video(args.synth / "video.mp4", wd, size_px=args.size, progress=True)
     s, n = prepared.size_px, prepared.frame_count
     n_train = int(args.train_frac * n)
@@ -313,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     report_identity = {"truth_relit_vs_recorded": float(np.mean([
         embedding_distances(gt_embed[name], clip_embed).mean() for name in names]))}
     report = {"synth": str(args.synth), "frames": n, "train_frames": n_train, "eval_frames": int(eval_pos.size),
-              "size_px": s, "lightings": names, "timings_s": timings, "variants": {}}
+              "size_px": s, "landmarks": "true mesh" if args.true_mesh else "tracked", "lightings": names,
+              "timings_s": timings, "variants": {}}
     dumped: dict[str, list[np.ndarray]] = {}
     for v, per_light in preds.items():
         # One per-channel gain over everything (scale ambiguity of albedo x lighting).

@@ -49,3 +49,37 @@ def test_param_overrides_parse_each_field_by_its_type():
         parse_overrides(MouthParams, ["no_such=1"])
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_overrides(DecomposeParams, ["steps"])
+
+
+def test_true_mesh_track_feeds_the_clip_mesh_to_the_later_stages(tmp_path):
+    import pytest
+
+    from models.enroll.prepare import PrepareParams, prepare_video
+    from models.enroll.workdir import WorkDir
+    from models.synth.clip import SynthConfig, synth_clip
+
+    mod = _script()
+    clip = tmp_path / "clip"
+    synth_clip(SynthConfig(out_dir=clip, seconds=2.0, size_px=128, fps=25, seed=3, lightings=1, workers=1),
+               log=lambda *_: None)
+    wd = WorkDir(tmp_path / "true")
+    params = PrepareParams(size_px=64, min_usable_s=1.0)
+    mod.write_true_mesh_track(clip, wd, params)
+    prepared = prepare_video(clip / "video.mp4", wd, params=params, progress=False)
+    assert prepared.ran_stages == ("align", "crops")  # the written track stage counts as done
+    with np.load(wd.path("track.npz")) as z:
+        tracked = z["landmarks_raw"]
+    true = np.load(clip / "landmarks.npz")["points_px"]
+    np.testing.assert_array_equal(tracked[..., :2], true[..., :2])
+    np.testing.assert_allclose(tracked[..., 2] - tracked[..., 2].mean(1, keepdims=True),
+                               true[..., 2] - true[..., 2].mean(1, keepdims=True), atol=1e-3)
+    # The crops' landmarks map back onto the true mesh (only the align stage's zero-phase smoothing differs).
+    inv = np.linalg.inv(np.concatenate([prepared.image_to_crop, np.tile([[[0, 0, 1]]], (prepared.frame_count, 1, 1))], 1))
+    xy = prepared.landmarks_px[..., :2]
+    back = np.einsum("nij,nkj->nki", inv[:, :2, :2], xy) + inv[:, None, :2, 2]
+    assert np.median(np.abs(back - true[prepared.source_frame_index, :, :2])) < 0.5
+
+    tracked_wd = WorkDir(tmp_path / "tracked")
+    prepare_video(clip / "video.mp4", tracked_wd, params=params, progress=False)
+    with pytest.raises(SystemExit, match="tracked run"):
+        mod.write_true_mesh_track(clip, tracked_wd, params)

@@ -641,6 +641,18 @@ class _ChunkWriter:
 # ------------------------------------------------------------------------------------------------------- driver
 
 
+def track_stage_identity(video: Path, params: PrepareParams, fps: float | None = None
+                         ) -> tuple[str, dict[str, str], dict]:
+    """The track stage's (name, inputs, params) as its record keys them; `fps` defaults to the video's own rate.
+
+    Shared with `scripts/eval_relight_synth.py --true-mesh`, which writes that stage from a synthetic clip's own
+    mesh instead of the tracker's, so the later stages run on it unchanged."""
+    if fps is None:
+        fps = _check_video(video, params)[0]
+    return ("track", {"video": file_sha256(video)},
+            {"fps": fps, "faces_check_every_s": params.faces_check_every_s, "version": FORMAT_VERSION})
+
+
 def prepare_video(
     video_path: str | os.PathLike,
     workdir: WorkDir | str | os.PathLike,
@@ -669,11 +681,8 @@ def prepare_video(
     p = asdict(params)
     ran: list[str] = []
 
-    track_params = {"fps": fps, "faces_check_every_s": p["faces_check_every_s"], "version": FORMAT_VERSION}
     track_rec, did = wd.run_stage(
-        "track",
-        {"video": file_sha256(video)},
-        track_params,
+        *track_stage_identity(video, params, fps),
         lambda: (["track.npz", "audio.npy"], _track(video, params, fps, expected, wd, progress)),
     )
     ran += ["track"] if did else []
