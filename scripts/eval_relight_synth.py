@@ -32,6 +32,9 @@
    against the true layers with their own soft edge continued the same way (`reference_gt_layers_clean_edges`),
    split by what the truth has there (person, background, soft).
 
+`--true-mesh` prepares from the clip's own mesh (landmarks.npz) instead of the tracker's, in a work folder of its own:
+what the enrollment reaches with a perfect tracker.
+
 `--param NAME=VALUE` overrides a DecomposeParams field (the decomposition retrains when its params differ; the
 prepared frames in --workdir are reused); `--no-mouth` skips the mouth net for quick decomposition experiments. The
 report also has the learned specular key against the clip's and the mean C_spec on the face (diagnostics only: the
@@ -80,6 +83,7 @@ CLIPPED_LINEAR = 0.98  # ground-truth pixels at or above this (any channel) are 
 NORMAL_ERROR_BINS_DEG = ((0.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 180.0))
 EDGE_BACKGROUND_LINEAR = 0.2  # the new background the soft-edge score composites over (flat mid grey)
 EDGE_BAND_GROW_PX = 2
+TRUE_MESH_MARKER = "TRUE_MESH"  # in a --true-mesh work folder: its track stage is the clip's mesh, not the tracker's
 
 
 def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -150,7 +154,7 @@ def write_true_mesh_track(synth: Path, wd: WorkDir, params: PrepareParams) -> No
     instead of the tracker's, keyed exactly as prepare keys a tracked one, so align, crops and everything after run
     unchanged on it. What the enrollment reaches with a perfect tracker; never mix such a folder with a tracked one
     (the marker file says which it is)."""
-    marker = wd.path("TRUE_MESH")
+    marker = wd.path(TRUE_MESH_MARKER)
     if wd.record("track") is not None and not marker.exists():
         raise SystemExit(f"error: {wd.root} holds a tracked run; --true-mesh needs its own --workdir")
     video = synth / "video.mp4"
@@ -200,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     wd = WorkDir(args.workdir)
     if args.true_mesh:
         write_true_mesh_track(args.synth, wd, PrepareParams(size_px=args.size))
+    elif wd.path(TRUE_MESH_MARKER).exists():
+        raise SystemExit(f"error: {wd.root} was prepared from the clip's true mesh; add --true-mesh or use another "
+                         "--workdir")
     prepared = prepare_video(args.synth / "video.mp4", wd, size_px=args.size, progress=True)
     s, n = prepared.size_px, prepared.frame_count
     n_train = int(args.train_frac * n)

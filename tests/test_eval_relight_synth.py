@@ -83,3 +83,5 @@ def test_true_mesh_track_feeds_the_clip_mesh_to_the_later_stages(tmp_path):
     prepare_video(clip / "video.mp4", tracked_wd, params=params, progress=False)
     with pytest.raises(SystemExit, match="tracked run"):
         mod.write_true_mesh_track(clip, tracked_wd, params)
+    with pytest.raises(SystemExit, match="true mesh; add --true-mesh"):
+        mod.main(["--synth", str(clip), "--workdir", str(wd.root), "--out", str(tmp_path / "r.json")])
