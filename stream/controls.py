@@ -15,9 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from models.lighting.envmap import environment_lighting
-from models.lighting.exposure import exposed_for_face
-from models.lighting.files import read_environment_map
+from models.lighting.files import environment_map_lighting
 from models.lighting.sources import preset, preset_names
 from stream.backgrounds import Background, BackgroundSet, load_background
 from stream.checks import finite_number_in
@@ -259,11 +257,7 @@ class Controls:
     async def load_hdr(self, path: Path, name: str | None = None) -> None:
         """Make an equirectangular .hdr/.exr map the base lighting (read + SH projection off the event loop), exposed
         for the face: maps straight from their files differ in level by orders of magnitude."""
-
-        def load():
-            return exposed_for_face(environment_lighting(read_environment_map(path), name=name or Path(path).stem))
-
-        lighting = await asyncio.to_thread(load)
+        lighting = await asyncio.to_thread(environment_map_lighting, path, name)
         self.lighting.set_base(lighting, self.clock.now_s())
 
     async def load_background_bytes(self, data: bytes, filename: str) -> dict:

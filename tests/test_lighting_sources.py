@@ -97,8 +97,33 @@ def test_json_syntax_and_nan_errors(tmp_path):
         Lighting.from_json(json.dumps({"sh_coeffs": [[float("nan")] * 3] * 9}), "L.json")
     with pytest.raises(FileNotFoundError):
         load_lighting(tmp_path / "absent.json")
-    with pytest.raises(ValueError, match="neither a preset nor a .json file; presets: soft_front"):
+    with pytest.raises(ValueError, match="neither a preset, an L.json file nor an .hdr/.exr environment map; "
+                                         "presets: soft_front"):
         resolve_lighting("disco")
+
+
+def one_bright_patch_rgbe(height: int = 16, width: int = 32) -> np.ndarray:
+    """RGBE pixels of a dim map with one bright patch (a window), so the map's lighting has a clear key."""
+    rgbe = np.zeros((height, width, 4), np.uint8)
+    rgbe[...] = (40, 40, 40, 128)
+    rgbe[4:8, 18:24] = (250, 230, 200, 133)
+    return rgbe
+
+
+def test_an_environment_map_is_a_lighting_exposed_for_the_face(tmp_path, write_hdr):
+    from models.lighting.exposure import peak_front_shading
+
+    path = write_hdr(one_bright_patch_rgbe(), name="window.hdr")
+    lighting = resolve_lighting(str(path))
+    assert lighting.name == "window" and lighting.num_lights == 4
+    assert peak_front_shading(lighting) == pytest.approx(1.0, rel=1e-4)  # the level the live h key gives a map
+    brightest = int(np.argmax(lighting.light_colours.sum(1)))
+    assert lighting.light_colours[brightest, 0] > lighting.light_colours[brightest, 2]  # the patch's warm colour
+    (tmp_path / "broken.exr").write_bytes(b"not an exr at all")
+    with pytest.raises(ValueError, match="broken.exr: cannot read EXR"):
+        resolve_lighting(str(tmp_path / "broken.exr"))
+    with pytest.raises(FileNotFoundError, match="absent.hdr"):
+        resolve_lighting(str(tmp_path / "absent.hdr"))
 
 
 def test_rotating_a_lighting_moves_its_lights():

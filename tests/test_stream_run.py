@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from models.audio import write_wav
@@ -66,6 +67,34 @@ def test_run_refuses_incomplete_or_wrong_arguments(tmp_path):
         run.main(["--avatar", AVATAR, "--canvas", "big"])
     with pytest.raises(UserError, match="--shine must be a number from 0"):
         run.main(["--avatar", AVATAR, "--shine", "3", "--no-hotkeys"])
+
+
+def test_an_hdr_map_lights_the_run_from_the_start_and_a_bad_one_is_refused_before_it(tmp_path, write_hdr):
+    from models.media import iter_video_frames
+    from stream.commands import lights
+    from test_lighting_sources import one_bright_patch_rgbe
+
+    wav = tmp_path / "voice.wav"
+    write_wav(wav, tone_after_silence(0.2, 0.2), 16000)
+    window = write_hdr(one_bright_patch_rgbe(), name="window.hdr")
+
+    def first_frame(*flags):
+        out = tmp_path / "out.mp4"
+        assert run.main(["--avatar", AVATAR, "--source", "file", "--audio", str(wav), "--offline", "--fps", "25",
+                         "--canvas", "320x240", "--mp4", str(out), "--no-hotkeys", "--no-settings", *flags]) == 0
+        return next(iter_video_frames(out)).image.astype(int)
+
+    from_map = first_frame("--light", str(window), "--hdr", str(window))
+    assert lights.main(["from-hdr", str(window), "-o", str(tmp_path / "L.json")]) == 0
+    np.testing.assert_array_equal(from_map, first_frame("--light", str(tmp_path / "L.json")))  # the two-step route
+    assert np.abs(from_map - first_frame()).max() > 20  # not the default light
+
+    (tmp_path / "broken.hdr").write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4 +X")
+    for bad, why in (("absent.hdr", "not found"), ("broken.hdr", "resolution"), ("notes.txt", "must be .hdr or .exr")):
+        with pytest.raises(UserError, match=f"--hdr .*{bad}.*{why}"):
+            run.main(["--avatar", AVATAR, "--source", "file", "--audio", str(wav), "--offline", "--mp4",
+                      str(tmp_path / "never.mp4"), "--no-hotkeys", "--hdr", str(tmp_path / bad)])
+    assert not (tmp_path / "never.mp4").exists()
 
 
 def test_hotkeys_map_to_control_messages():

@@ -263,10 +263,22 @@ def load_lighting(path: str | os.PathLike) -> Lighting:
     return Lighting.from_json(text, source=str(p))
 
 
+def environment_map_lighting(path: str | os.PathLike, name: str | None = None) -> Lighting:
+    """An .hdr/.exr environment map as a face's lighting: SH plus its brightest lights, exposed for the face as a
+    camera would (maps straight from their files differ in level by orders of magnitude)."""
+    from models.lighting.envmap import environment_lighting
+    from models.lighting.exposure import exposed_for_face  # imports the renderer: only map users pay for it
+
+    return exposed_for_face(environment_lighting(read_environment_map(path), name=name or Path(path).stem))
+
+
 def resolve_lighting(spec: str) -> Lighting:
-    """A preset name or a path to an L.json file -> Lighting (what `--light` accepts)."""
+    """A preset name, an L.json file or an .hdr/.exr environment map -> Lighting (what `--light` accepts)."""
+    if Path(spec).suffix.lower() in HDR_SUFFIXES + EXR_SUFFIXES:
+        return environment_map_lighting(spec)
     if spec.lower().endswith(".json") or os.sep in spec or Path(spec).is_file():
         return load_lighting(spec)
     if spec not in preset_names():
-        raise ValueError(f"--light {spec!r} is neither a preset nor a .json file; presets: {', '.join(preset_names())}")
+        raise ValueError(f"--light {spec!r} is neither a preset, an L.json file nor an .hdr/.exr environment map; "
+                         f"presets: {', '.join(preset_names())}")
     return preset(spec)

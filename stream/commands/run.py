@@ -43,14 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="avatar height as a fraction of the canvas height (default: the last run's, else 1: fills "
                            "it, as a webcam)")
     look.add_argument("--light", default=None,
-                      help="starting lighting: preset name, L.json, or 'background' to be lit like the background "
-                           "picture (and follow it when it changes; the l key toggles this live); default: the last "
-                           "run's, else soft_front")
+                      help="starting lighting: preset name, L.json, an .hdr/.exr environment map, or 'background' "
+                           "to be lit like the background picture (and follow it when it changes; the l key toggles "
+                           "this live); default: the last run's, else soft_front")
     look.add_argument("--shine", type=float, default=None,
                       help="skin highlights, 0 (matte) to 2 (glossy), 1 = as enrolled ([ and ] change it live); "
                            "default: the last run's, else 1")
     look.add_argument("--background", action="append", help="built-in name or image path (repeat to offer several)")
-    look.add_argument("--hdr", action="append", help="HDR/EXR maps for the h key (default: Blender's studio lights)")
+    look.add_argument("--hdr", action="append",
+                      help="HDR/EXR maps the h key steps through (repeat for several; default: Blender's studio "
+                           "lights); --light MAP.exr starts with one")
     look.add_argument("--latency-budget-ms", type=float, default=100.0)
     src.add_argument("--voice-gate-db", type=float, default=None,
                      help="treat sound this many dB under your voice's level as silence, so the avatar does not "
@@ -100,6 +102,18 @@ def load_avatar(spec: str | None, backend: str = "onnxruntime", avatars_dir=None
                      "bundle folder (no such folder), nor a renderer as module.path:factory")
 
 
+def checked_hdr_map(spec: str) -> Path:
+    """An --hdr map, read once now: a missing or broken one is said before the stream starts, not when the h key
+    reaches it mid-call."""
+    from models.lighting.files import read_environment_map
+
+    try:
+        read_environment_map(spec)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--hdr {spec}: {e}") from None
+    return Path(spec)
+
+
 def starting_avatar(spec: str | None, saved_name: str | None, available: dict) -> tuple[str | None, str | None]:
     """(what to load: an --avatar spec or None for the default bundle, the avatar's name in the page's list or None).
 
@@ -139,6 +153,7 @@ async def _run(args) -> int:
             finite_number_in(args.shine, 0.0, MAX_SHINE, "--shine")
         except ValueError:
             raise UserError(f"--shine must be a number from 0 (matte) to {MAX_SHINE:g} (glossy), got {args.shine}") from None
+    hdr_maps = [checked_hdr_map(h) for h in args.hdr] if args.hdr else None
     saved_path = None if args.no_settings else settings_path()
     saved = load_settings(saved_path) if saved_path else None
     look = starting_look(saved, args.light, args.shine, args.avatar_height, preset_names())
@@ -202,7 +217,7 @@ async def _run(args) -> int:
                             latency_budget_ms=args.latency_budget_ms, avatar_height_frac=look.avatar_height,
                             voice_gate_db=args.voice_gate_db)
     pipeline = Pipeline(source, renderer, lighting, backgrounds, sinks, config, clock)
-    controls = Controls(lighting, backgrounds, clock, [Path(h) for h in args.hdr] if args.hdr else None,
+    controls = Controls(lighting, backgrounds, clock, hdr_maps,
                         pipeline.compositor, AvatarChoice(pipeline, avatar_name, args.backend))
     controls.light_from_background = light_from_background
 
