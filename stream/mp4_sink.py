@@ -37,11 +37,13 @@ class Mp4Sink:
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise ValueError(f"MP4 sink path must end in .mp4, got '{self.path}'")
+        self._created_file = not self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # FFmpeg opens the file only at the first encoded packet, on the sink's thread: fail here instead,
-            # before the call starts, naming the path.
-            self.path.open("wb").close()
+            # before the call starts, naming the path. Appending writes nothing: a recording already there is
+            # only replaced once this one has a frame, not by a run that fails to start.
+            self.path.open("ab").close()
         except OSError as e:
             raise ValueError(f"cannot write the MP4 '{self.path}': {e.strerror or e}") from None
         self.size_px = tuple(size_px)
@@ -123,7 +125,8 @@ class Mp4Sink:
     def close(self) -> None:
         if self.frames_written == 0:
             self._container.close()
-            self.path.unlink(missing_ok=True)
+            if self._created_file:  # an earlier recording at this path is left as it was
+                self.path.unlink(missing_ok=True)
             raise ValueError(f"MP4 sink '{self.path}' received no frames; nothing written")
         try:
             self._container.mux(self._video.encode(None))

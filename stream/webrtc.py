@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import fractions
 import hmac
 import ipaddress
@@ -36,6 +37,7 @@ from stream.delay import AudioDelayLine
 from stream.enroll_jobs import EnrollJobs, JobConflict
 from stream.live_audio import ClockedCapture
 from stream.queues import DropQueue, QueueClosed
+from stream.sink import SinkUnavailable
 from stream.types import AUDIO_RATE_HZ, AudioChunk, Frame
 
 log = logging.getLogger(__name__)
@@ -242,7 +244,14 @@ class WebRtcServer:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            self._runner = None
+            why = ("the port is in use (another relitcam, or another program; --port picks another)"
+                   if e.errno == errno.EADDRINUSE else (e.strerror or str(e)))
+            raise SinkUnavailable(f"cannot serve the page on {self.host}:{self.port}: {why}") from None
         if self.port == 0:  # an ephemeral port was asked for: report the real one
             self.port = site._server.sockets[0].getsockname()[1]
 

@@ -97,6 +97,23 @@ def test_an_hdr_map_lights_the_run_from_the_start_and_a_bad_one_is_refused_befor
     assert not (tmp_path / "never.mp4").exists()
 
 
+def test_a_port_in_use_is_said_and_an_earlier_recording_kept(tmp_path):
+    import socket
+
+    wav = tmp_path / "voice.wav"
+    write_wav(wav, tone_after_silence(0.2, 0.2), 16000)
+    earlier = tmp_path / "call.mp4"
+    earlier.write_bytes(b"yesterday's call")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"127.0.0.1:{port}: the port is in use .*--port picks another"):
+            run.main(["--avatar", AVATAR, "--source", "file", "--audio", str(wav), "--web", "--port", str(port),
+                      "--mp4", str(earlier), "--no-hotkeys", "--no-settings"])
+    assert earlier.read_bytes() == b"yesterday's call"
+
+
 def test_hotkeys_map_to_control_messages():
     assert split_keys("1\x1b[Cq") == ["1", "\x1b[C", "q"]
     assert key_message("3") == {"type": "preset", "index": 3}

@@ -226,7 +226,13 @@ async def _run(args) -> int:
         from stream.webrtc import WebRtcServer
 
         server = WebRtcServer(pipeline, controls, args.host, args.port, args.token, args.max_sessions, browser_mic)
-        await server.start()
+        try:
+            await server.start()
+        except SinkUnavailable as e:
+            for sink in sinks:  # opened above (the MP4 file, the camera): let them go before saying why
+                with contextlib.suppress(Exception):  # an MP4 with no frame says so; the port is the news here
+                    sink.close()
+            raise UserError(str(e)) from None
         print(f"relitcam: open {server.url}")
     hotkeys = [] if args.no_hotkeys else [TerminalHotkeys(controls.handle), GlobalHotkeys(controls.handle)]
     if any([h.start() for h in hotkeys]):
