@@ -179,12 +179,12 @@ class OnnxRuntimeBackend(NetTable):
         return dict(zip(self._output_names[net], results))
 
 
-def _onnxruntime_available() -> bool:
+def _onnxruntime_unusable() -> str:
     try:
         import onnxruntime as ort
     except ImportError:
-        return False
-    return "CPUExecutionProvider" in ort.get_available_providers()
+        return "onnxruntime is not installed"
+    return "" if "CPUExecutionProvider" in ort.get_available_providers() else "ONNX Runtime has no CPU provider"
 
 
 def _lazy(module: str, attr: str) -> Callable:
@@ -197,17 +197,17 @@ def _lazy(module: str, attr: str) -> Callable:
     return call
 
 
-# name -> (is it usable on this machine, factory(bundle, **options)), in order of preference.
-_FACTORIES: dict[str, tuple[Callable[[], bool], Callable[..., Backend]]] = {
-    "tensorrt": (_lazy("trt_engines.backend", "tensorrt_usable"), _lazy("trt_engines.backend", "TensorRTBackend")),
-    "torch-cuda": (_lazy("stream.torch_backend", "torch_cuda_usable"), _lazy("stream.torch_backend", "TorchBackend")),
-    "onnxruntime": (_onnxruntime_available, OnnxRuntimeBackend),
+# name -> (why it cannot run on this machine, "" when it can; factory(bundle, **options)), in order of preference.
+_FACTORIES: dict[str, tuple[Callable[[], str], Callable[..., Backend]]] = {
+    "tensorrt": (_lazy("trt_engines.backend", "tensorrt_unusable"), _lazy("trt_engines.backend", "TensorRTBackend")),
+    "torch-cuda": (_lazy("stream.torch_backend", "torch_cuda_unusable"), _lazy("stream.torch_backend", "TorchBackend")),
+    "onnxruntime": (_onnxruntime_unusable, OnnxRuntimeBackend),
 }
 
 
 def available_backends() -> tuple[str, ...]:
     """Names of the backends that can run on this machine, in order of preference."""
-    return tuple(name for name, (usable, _) in _FACTORIES.items() if usable())
+    return tuple(name for name, (unusable, _) in _FACTORIES.items() if not unusable())
 
 
 def create_backend(name: str, bundle: AvatarBundle, **options) -> Backend:
@@ -215,7 +215,9 @@ def create_backend(name: str, bundle: AvatarBundle, **options) -> Backend:
     if name not in _FACTORIES:
         raise BackendError(f"unknown backend {name!r}; this build has {sorted(_FACTORIES)}, "
                            f"usable here: {list(available_backends())}")
-    usable, factory = _FACTORIES[name]
-    if not usable():
-        raise BackendError(f"backend {name!r} cannot run on this machine; usable here: {list(available_backends())}")
+    unusable, factory = _FACTORIES[name]
+    why = unusable()
+    if why:
+        raise BackendError(f"backend {name!r} cannot run on this machine ({why}); usable here: "
+                           f"{list(available_backends())}")
     return factory(bundle, **options)

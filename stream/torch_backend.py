@@ -217,9 +217,10 @@ class TorchBackend(NetTable):
         return tuple(o.clone() for o in outs)  # the next replay overwrites the static outputs
 
 
-def torch_cuda_usable() -> bool:
+def torch_cuda_unusable() -> str:
+    """Why torch cannot run the nets on a GPU here ("" when it can)."""
     try:
         import torch
     except ImportError:
-        return False
-    return torch.cuda.is_available()
+        return "torch is not installed"
+    return "" if torch.cuda.is_available() else f"torch {torch.__version__} sees no CUDA device"

@@ -72,9 +72,13 @@ def test_wrong_names_and_shapes_are_named(fixture):
 
 def test_backend_registry():
     assert "onnxruntime" in available_backends()
-    # tensorrt is known but cannot start without a GPU; a made-up name is unknown. Both list what can run here.
-    with pytest.raises(BackendError, match="backend 'tensorrt' cannot run on this machine; usable here: \\['onnxruntime'"):
+    # tensorrt is known but cannot start without a GPU, and says so; a made-up name is unknown. Both list what can
+    # run here.
+    with pytest.raises(BackendError, match=r"backend 'tensorrt' cannot run on this machine \(no CUDA GPU visible to "
+                                           r"CuPy.*\); usable here: \['onnxruntime'"):
         create_backend("tensorrt", None)
+    with pytest.raises(BackendError, match=r"'torch-cuda' cannot run on this machine \(torch .* sees no CUDA device"):
+        create_backend("torch-cuda", None)
     with pytest.raises(BackendError, match="unknown backend 'nonsense'.*usable here: \\['onnxruntime'"):
         create_backend("nonsense", None)
 

@@ -15,7 +15,7 @@ from stream.backend import BackendError, OnnxRuntimeBackend
 from test_bundle_renderer import build_fixture_bundle
 from trt_engines.api import TrtApi, capabilities_of, module_order, TensorRTUnavailable
 from trt_engines.batching import BatchedRunner, run_batched
-from trt_engines.builder import EngineBuildError, build_serialized_engine, network_flags
+from trt_engines.builder import EngineBuildError, build_serialized_engine, network_flags, rtx_target
 from trt_engines.cache import EngineCache, EngineKey
 from trt_engines.fallback import FallbackBackend, create_first_usable
 from trt_engines.precision import Precision, plan_precision
@@ -29,7 +29,7 @@ def fake_trt(version="10.8.0", weak=True, calib=True, strong=True, explicit=True
     if calib:
         mod.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {})
     if rtx:
-        mod.ComputeCapability = SimpleNamespace(CURRENT=99)
+        mod.ComputeCapability = SimpleNamespace(CURRENT=99, SM89=89)
     return mod
 
 
@@ -206,6 +206,10 @@ def test_builder_drives_the_tensorrt_api(tmp_path):
     build_serialized_engine(api, "m.fp16.onnx", plan, shapes)
     assert ("network_flags", 1 << 1) in rec.calls and ("compute_capability", 99, 0) in rec.calls
     assert not [c for c in rec.calls if c[0] == "flag"]
+    # A named GPU is the target where the module knows it (ahead of time, no GPU needed), else this machine's.
+    build_serialized_engine(api, "m.fp16.onnx", plan, shapes, compute_capability="8.9")
+    assert ("compute_capability", 89, 0) in rec.calls
+    assert rtx_target(api, "9.0") == 99 and rtx_target(api, None) == 99
     assert network_flags(TrtApi(fake_trt("8.6.1"), capabilities_of(fake_trt("8.6.1"), "tensorrt")),
                          plan_precision("fp16", TRT10, has_fp16_onnx=False)) == 1 << 0
     rec = _Recorder(fake_trt(), parse_ok=False)

@@ -109,11 +109,3 @@ def load_trt() -> TrtApi:
         _CACHED = TrtApi(module, capabilities_of(module, name))
         return _CACHED
     raise TensorRTUnavailable("no TensorRT Python module could be imported (" + "; ".join(reasons) + ")")
-
-
-def trt_available() -> bool:
-    try:
-        load_trt()
-    except TensorRTUnavailable:
-        return False
-    return True

@@ -34,6 +34,20 @@ def default_fixed_dims(bundle: AvatarBundle, net: str) -> dict[str, list[int]] |
     return {name: [shape[1], s, s] for name, shape in bundle.nets[net].inputs.items()}
 
 
+def engine_requests(bundle: AvatarBundle, nets: Iterable[str], precision: str = "fp16",
+                    precision_per_net: Mapping[str, str] | None = None, profile: BatchProfile = BatchProfile(),
+                    fixed_dims: Mapping[str, Mapping[str, Sequence[int]]] | None = None) -> list[EngineRequest]:
+    """What to build for each of `nets`: its ONNX, input shapes (dynamic axes fixed, see `default_fixed_dims`),
+    precision and batch profile."""
+    requests = []
+    for net in nets:
+        fixed = (fixed_dims or {}).get(net) or default_fixed_dims(bundle, net)
+        requests.append(EngineRequest(net=net, onnx_path=bundle.net_path(net), inputs=bundle.nets[net].inputs,
+                                      precision=(precision_per_net or {}).get(net, precision), profile=profile,
+                                      fixed_dims=fixed))
+    return requests
+
+
 class TensorRTBackend(NetTable):
     name = "tensorrt"
     device = "cuda"
@@ -66,13 +80,9 @@ class TensorRTBackend(NetTable):
         self._inputs: dict[str, tuple[TensorSpec, ...]] = {}
         self._outputs: dict[str, tuple[TensorSpec, ...]] = {}
         self._fixed: dict[str, Mapping[str, Sequence[int]] | None] = {}
-        for net in wanted:
-            spec = bundle.nets[net]
-            fixed = (fixed_dims or {}).get(net) or default_fixed_dims(bundle, net)
+        for req in engine_requests(bundle, wanted, precision, precision_per_net, profile, fixed_dims):
+            net, spec, fixed = req.net, bundle.nets[req.net], req.fixed_dims
             self._fixed[net] = fixed
-            req = EngineRequest(net=net, onnx_path=bundle.net_path(net), inputs=spec.inputs,
-                                precision=(precision_per_net or {}).get(net, precision), profile=profile,
-                                fixed_dims=fixed)
             samples = calibration.for_net(net) if calibration is not None else None
             blob, build = get_engine(self.api, self.gpu, req, cache, samples, self._run_blob)
             self.builds[net] = build
@@ -112,11 +122,18 @@ class TensorRTBackend(NetTable):
             raise BackendError(str(e)) from None
 
 
-def tensorrt_usable() -> bool:
+def tensorrt_unusable() -> str:
+    """Why TensorRT cannot run the nets here ("" when it can): engines run on a CUDA GPU, through CuPy buffers."""
     from models.xp import cupy_available
-    from trt_engines.api import trt_available
+    from trt_engines.api import TensorRTUnavailable
 
-    return cupy_available() and trt_available()
+    if not cupy_available():
+        return "no CUDA GPU visible to CuPy, or no CuPy"
+    try:
+        load_trt()
+    except TensorRTUnavailable as e:
+        return str(e)
+    return ""
 
 
 def host(a) -> np.ndarray:

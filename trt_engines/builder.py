@@ -34,6 +34,18 @@ def network_flags(api: TrtApi, plan: PrecisionPlan) -> int:
     return flags
 
 
+def rtx_target(api: TrtApi, compute_capability: str | None):
+    """TensorRT-RTX's AOT target for a GPU of compute capability "major.minor": its ComputeCapability.SM<major><minor>
+    where the module has one, else CURRENT (the GPU in this machine). Naming the GPU lets an engine be built where
+    there is none (TensorRT-RTX builds ahead of time on the CPU) for the GPU the cache key names."""
+    cc = api.trt.ComputeCapability
+    if compute_capability:
+        named = getattr(cc, "SM" + compute_capability.replace(".", ""), None)
+        if named is not None:
+            return named
+    return cc.CURRENT
+
+
 def build_serialized_engine(
     api: TrtApi,
     onnx_path: str | os.PathLike,
@@ -42,8 +54,10 @@ def build_serialized_engine(
     *,
     calibrator=None,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+    compute_capability: str | None = None,
     logger=None,
 ) -> bytes:
+    """compute_capability ("major.minor", TensorRT-RTX only): the GPU to build for; None: the one in this machine."""
     trt = api.trt
     if plan.needs_calibrator and calibrator is None:
         raise EngineBuildError("an INT8 build needs a calibrator (calibration data from the enrollment)")
@@ -72,9 +86,9 @@ def build_serialized_engine(
         # Calibration runs at one shape: the calibrator's batch, which must lie in the profile.
         config.set_calibration_profile(profile)
     if api.caps.compute_capability_targets:
-        # TensorRT-RTX builds ahead of time for a list of GPUs; the cache key already pins this GPU.
+        # TensorRT-RTX builds ahead of time for a list of GPUs: one, the GPU the cache key names.
         config.num_compute_capabilities = 1
-        config.set_compute_capability(trt.ComputeCapability.CURRENT, 0)
+        config.set_compute_capability(rtx_target(api, compute_capability), 0)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT ({api.label}) failed to build {onnx_path} at {plan.precision.value}; "

@@ -83,7 +83,8 @@ def _load_or_build(api: TrtApi, gpu: GpuInfo, req: EngineRequest, plan: Precisio
     onnx = fp16_onnx_path(req.onnx_path) if plan.use_fp16_onnx else req.onnx_path
     shapes = profile_shapes(req.inputs, req.profile, req.fixed_dims)
     blob = build_serialized_engine(api, onnx, plan, shapes,
-                                   calibrator=calibrator_factory() if calibrator_factory else None)
+                                   calibrator=calibrator_factory() if calibrator_factory else None,
+                                   compute_capability=gpu.compute_capability)
     path = cache.store(key, blob, extra={"note": plan.note})
     return blob, False, path
 
