@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from models.lighting.files import environment_map_lighting
+from models.lighting.files import PHOTO_SUFFIXES, environment_map_lighting
 from models.lighting.sources import preset, preset_names
 from stream.backgrounds import Background, BackgroundSet, load_background
 from stream.checks import finite_number_in
@@ -28,7 +28,7 @@ MAX_MESSAGE_CHARS = 4096
 MAX_HDR_BYTES = 64 * 1024 * 1024
 MAX_BACKGROUND_BYTES = 32 * 1024 * 1024
 MAX_BACKGROUND_PIXELS = 50_000_000  # checked from the header before decoding: a small file can unpack to gigabytes
-BACKGROUND_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+BACKGROUND_SUFFIXES = PHOTO_SUFFIXES
 ROTATE_STEP_DEG = 15.0
 GAIN_STEP = 1.25
 MIN_AVATAR_HEIGHT = 0.2  # of the canvas height; smaller is a face nobody in the call can read

@@ -97,8 +97,8 @@ def test_json_syntax_and_nan_errors(tmp_path):
         Lighting.from_json(json.dumps({"sh_coeffs": [[float("nan")] * 3] * 9}), "L.json")
     with pytest.raises(FileNotFoundError):
         load_lighting(tmp_path / "absent.json")
-    with pytest.raises(ValueError, match="neither a preset, an L.json file nor an .hdr/.exr environment map; "
-                                         "presets: soft_front"):
+    with pytest.raises(ValueError, match=r"neither a preset, an L.json file, an .hdr/.exr environment map nor a "
+                                         r"photo \(.png/.jpg/.jpeg/.webp\); presets: soft_front"):
         resolve_lighting("disco")
 
 
@@ -124,6 +124,29 @@ def test_an_environment_map_is_a_lighting_exposed_for_the_face(tmp_path, write_h
         resolve_lighting(str(tmp_path / "broken.exr"))
     with pytest.raises(FileNotFoundError, match="absent.hdr"):
         resolve_lighting(str(tmp_path / "absent.hdr"))
+
+
+def test_a_photo_is_the_lighting_of_the_place_it_shows(tmp_path):
+    import imageio.v3 as iio
+
+    from stream.commands import lights
+
+    # A room lit warm from the upper left: a bright orange patch there, dim grey elsewhere.
+    photo = np.full((60, 90, 3), 40, np.uint8)
+    photo[5:25, 5:30] = (255, 190, 120)
+    path = tmp_path / "room.png"
+    iio.imwrite(path, photo)
+    lighting = resolve_lighting(str(path))
+    assert lighting.name == "room"
+    # The same light `relitcam lights from-image` writes (and `--light background` gives over the picture).
+    assert lights.main(["from-image", str(path), "-o", str(tmp_path / "L.json")]) == 0
+    written = load_lighting(tmp_path / "L.json")
+    np.testing.assert_allclose(lighting.sh_coeffs, written.sh_coeffs, rtol=1e-6)
+    np.testing.assert_allclose(lighting.light_colours, written.light_colours, rtol=1e-6)
+    assert lighting.sh_coeffs[0, 0] > lighting.sh_coeffs[0, 2]  # warm: more red than blue overall
+    (tmp_path / "torn.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(ValueError, match="torn.jpg: cannot read photo"):
+        resolve_lighting(str(tmp_path / "torn.jpg"))
 
 
 def test_rotating_a_lighting_moves_its_lights():

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from models.lighting.envmap import check_environment_map
+from models.colour import srgb_to_linear
+from models.lighting.envmap import check_environment_map, environment_lighting, photo_lighting
+from models.lighting.exposure import exposed_for_face
 from models.lighting.lighting import Lighting
 from models.lighting.sources import preset, preset_names
 
 HDR_SUFFIXES = (".hdr", ".pic", ".rgbe")
 EXR_SUFFIXES = (".exr",)
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # ordinary pictures whose place can light a face
 
 # ---------------------------------------------------------------------------------------------------------------
 # Atomic writes
@@ -266,19 +269,26 @@ def load_lighting(path: str | os.PathLike) -> Lighting:
 def environment_map_lighting(path: str | os.PathLike, name: str | None = None) -> Lighting:
     """An .hdr/.exr environment map as a face's lighting: SH plus its brightest lights, exposed for the face as a
     camera would (maps straight from their files differ in level by orders of magnitude)."""
-    from models.lighting.envmap import environment_lighting
-    from models.lighting.exposure import exposed_for_face  # imports the renderer: only map users pay for it
-
     return exposed_for_face(environment_lighting(read_environment_map(path), name=name or Path(path).stem))
 
 
+def photo_file_lighting(path: str | os.PathLike) -> Lighting:
+    """The lighting of the place an ordinary photo (sRGB) shows, exposed for the face: what `relitcam run --light
+    background` gives over that picture, and `relitcam lights from-image` writes."""
+    photo, _ = read_image(path, "photo")
+    return photo_lighting(srgb_to_linear(photo), name=Path(path).stem)
+
+
 def resolve_lighting(spec: str) -> Lighting:
-    """A preset name, an L.json file or an .hdr/.exr environment map -> Lighting (what `--light` accepts)."""
-    if Path(spec).suffix.lower() in HDR_SUFFIXES + EXR_SUFFIXES:
+    """A preset name, an L.json file, an .hdr/.exr environment map or a photo -> Lighting (what `--light` accepts)."""
+    suffix = Path(spec).suffix.lower()
+    if suffix in HDR_SUFFIXES + EXR_SUFFIXES:
         return environment_map_lighting(spec)
+    if suffix in PHOTO_SUFFIXES:
+        return photo_file_lighting(spec)
     if spec.lower().endswith(".json") or os.sep in spec or Path(spec).is_file():
         return load_lighting(spec)
     if spec not in preset_names():
-        raise ValueError(f"--light {spec!r} is neither a preset, an L.json file nor an .hdr/.exr environment map; "
-                         f"presets: {', '.join(preset_names())}")
+        raise ValueError(f"--light {spec!r} is neither a preset, an L.json file, an .hdr/.exr environment map nor a "
+                         f"photo ({'/'.join(PHOTO_SUFFIXES)}); presets: {', '.join(preset_names())}")
     return preset(spec)

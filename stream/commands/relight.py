@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relitcam relight", description=__doc__)
     p.add_argument("--albedo", help="albedo PNG (sRGB); its alpha, if any, is the foreground mask")
     p.add_argument("--normal", help="normal map PNG (rgb = n*0.5+0.5, camera space x right, y up, z to viewer)")
-    p.add_argument("--light", help="preset name (see `relitcam lights list`), L.json or an .hdr/.exr environment map")
+    p.add_argument("--light", help="preset name (see `relitcam lights list`), L.json, an .hdr/.exr environment map "
+                                    "or a photo (the light of the place it shows)")
     p.add_argument("--spec", default="0.04", help="specular weight: a number or a grey PNG (default 0.04)")
     p.add_argument("--shininess", type=float, default=DEFAULT_SHININESS, help="Blinn-Phong exponent (default 32)")
     p.add_argument("--background", help="composite over this image (sRGB, same size) instead of writing alpha")

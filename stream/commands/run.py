@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="avatar height as a fraction of the canvas height (default: the last run's, else 1: fills "
                            "it, as a webcam)")
     look.add_argument("--light", default=None,
-                      help="starting lighting: preset name, L.json, an .hdr/.exr environment map, or 'background' "
-                           "to be lit like the background picture (and follow it when it changes; the l key toggles "
-                           "this live); default: the last run's, else soft_front")
+                      help="starting lighting: preset name, L.json, an .hdr/.exr environment map, a photo (lit like "
+                           "the place it shows), or 'background' to be lit like the background picture (and follow "
+                           "it when it changes; the l key toggles this live); default: the last run's, else "
+                           "soft_front")
     look.add_argument("--shine", type=float, default=None,
                       help="skin highlights, 0 (matte) to 2 (glossy), 1 = as enrolled ([ and ] change it live); "
                            "default: the last run's, else 1")
