@@ -46,6 +46,30 @@ class PrecisionDecision:
                 f"{self.frames} held-out frames; threshold {self.threshold_db:.0f} dB)")
 
 
+def worst_psnr_db(net: str, reference: Sequence[Mapping[str, np.ndarray]],
+                  test: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, str]:
+    """(worst PSNR, the output it was on) of `test`'s per-frame outputs against `reference`'s, peak = each output's
+    range over all of `reference` (the module doc)."""
+    if len(reference) != len(test):
+        raise ValueError(f"net {net!r}: {len(reference)} reference frames but {len(test)} to judge")
+    if not reference:
+        raise ValueError(f"net {net!r}: no frames to judge")
+    names = list(reference[0])
+    worst, worst_name = math.inf, names[0]
+    for name in names:
+        refs = [np.asarray(f[name], np.float64) for f in reference]
+        lo = min(float(r.min()) for r in refs)
+        hi = max(float(r.max()) for r in refs)
+        peak = hi - lo if hi > lo else 1.0
+        for ref, frame in zip(refs, test):
+            if name not in frame:
+                raise ValueError(f"net {net!r}: outputs lack {name!r}")
+            p = psnr_db(ref, frame[name], peak)
+            if p < worst:
+                worst, worst_name = p, name
+    return worst, worst_name
+
+
 def choose_precision(
     net: str,
     fp16_outputs: Sequence[Mapping[str, np.ndarray]],
@@ -57,18 +81,6 @@ def choose_precision(
         raise ValueError(f"{len(fp16_outputs)} FP16 frames but {len(int8_outputs)} INT8 frames")
     if not fp16_outputs:
         raise ValueError(f"net {net!r}: no held-out frames to judge INT8 on; keeping it unjudged is not allowed")
-    names = list(fp16_outputs[0])
-    worst, worst_name = math.inf, names[0]
-    for name in names:
-        refs = [np.asarray(f[name], np.float64) for f in fp16_outputs]
-        lo = min(float(r.min()) for r in refs)
-        hi = max(float(r.max()) for r in refs)
-        peak = hi - lo if hi > lo else 1.0
-        for ref, frame in zip(refs, int8_outputs):
-            if name not in frame:
-                raise ValueError(f"net {net!r}: INT8 outputs lack {name!r}")
-            p = psnr_db(ref, frame[name], peak)
-            if p < worst:
-                worst, worst_name = p, name
+    worst, worst_name = worst_psnr_db(net, fp16_outputs, int8_outputs)
     keep = worst >= threshold_db
     return PrecisionDecision(net, "int8" if keep else "fp16", worst, worst_name, threshold_db, len(fp16_outputs))

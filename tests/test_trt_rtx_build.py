@@ -7,6 +7,8 @@ tested here (tests/test_trt_engines.py's gpu-marked test)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx)")
@@ -39,14 +41,31 @@ def test_the_shipped_avatars_nets_build_into_rtx_engines_and_are_cached(api, tmp
     for req in requests:
         blob, build = get_engine(api, RTX_4090, req, cache)
         assert len(blob) > 100_000 and not build.from_cache and build.engine_path.is_file()
-        # Strongly typed without an FP16 export of the net: fp32, and the report says why.
-        assert build.precision == "fp32" and any("no FP16 ONNX" in n for n in build.notes)
+        # Strongly typed: fp16 from the FP16 graph derived from the bundle's fp32 net, as the report says.
+        assert build.precision == "fp16" and any("FP16 ONNX derived" in n for n in build.notes), build.describe()
         again, build = get_engine(api, RTX_4090, req, cache)
         assert build.from_cache and again == blob
+        fp32, build = get_engine(api, RTX_4090, dataclasses.replace(req, precision="fp32"), cache)
+        assert build.precision == "fp32" and not build.notes and fp32 != blob
+        # What TensorRT makes of the derived graph: most layers compute in half precision.
+        (derived,) = cache.root.glob(f"{req.net}-*.fp16.onnx")
+        half, full = layer_precisions(derived)
+        assert half >= full, f"{req.net}: {half} half-precision layers, {full} single"
     # Another GPU is another engine: the cached ones are named as not reusable, and it is built anew.
     other = GpuInfo(0, "NVIDIA GeForce RTX 3080", "8.6", 0)
     _, build = get_engine(api, other, requests[0], cache)
     assert not build.from_cache and any("not reusable" in n and "gpu_name" in n for n in build.notes)
+
+
+def layer_precisions(onnx_path) -> tuple[int, int]:
+    """(layers whose output is half, layers whose output is float) once TensorRT-RTX has parsed `onnx_path`."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse_from_file(str(onnx_path))
+    dtypes = [network.get_layer(i).get_output(0).dtype for i in range(network.num_layers)]
+    return sum(d == trt.DataType.HALF for d in dtypes), sum(d == trt.DataType.FLOAT for d in dtypes)
 
 
 def test_the_real_parser_and_builder_refuse_with_their_reasons(api, tmp_path):

@@ -1,7 +1,8 @@
 """Get an engine for one net: from the cache when its key matches, else built (and cached), with a report.
 
 Order of work for a net:
-  1. plan the precision for this TensorRT (trt_engines/precision.py);
+  1. plan the precision for this TensorRT (trt_engines/precision.py); strongly typed TensorRT builds fp16 from an
+     FP16 ONNX, the bundle's or one derived from the fp32 net (trt_engines/fp16_onnx.py);
   2. key = (ONNX sha256, GPU name, compute capability, TensorRT module + version, precision, profile, calibration
      digest); a cached engine with that exact key is used; engines of the same net for another GPU / TensorRT are
      named in the report as the reason for rebuilding;
@@ -11,6 +12,7 @@ Order of work for a net:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,8 @@ from trt_engines.api import TrtApi
 from trt_engines.builder import build_serialized_engine
 from trt_engines.cache import EngineCache, EngineKey
 from trt_engines.device import GpuInfo
-from trt_engines.precision import Precision, PrecisionPlan, plan_precision
+from trt_engines.fp16_onnx import FP16_CONVERSION_VERSION, write_fp16_onnx
+from trt_engines.precision import Precision, PrecisionPlan, parse_precision, plan_precision
 from trt_engines.profile import BatchProfile, profile_key, profile_shapes
 
 CALIBRATION_BATCH = 8
@@ -52,6 +55,24 @@ def fp16_onnx_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.stem + ".fp16.onnx")
 
 
+def fp16_source(req: "EngineRequest", cache: EngineCache, notes: list[str]) -> Path | None:
+    """The FP16 ONNX for `req`'s net: the bundle's own `<net>.fp16.onnx`, else one derived from the fp32 net
+    (trt_engines/fp16_onnx.py) and kept beside the engines, named by the fp32 file's digest. None, with the reason
+    in `notes`, if the net cannot be converted."""
+    shipped = fp16_onnx_path(req.onnx_path)
+    if shipped.is_file():
+        return shipped
+    derived = cache.root / f"{req.net}-{file_sha256(req.onnx_path)[:16]}-v{FP16_CONVERSION_VERSION}.fp16.onnx"
+    if not derived.is_file():
+        try:
+            write_fp16_onnx(req.onnx_path, derived)
+        except Exception as e:  # an op the converter does not know: fp32 is still a working engine
+            notes.append(f"no FP16 ONNX could be derived from {req.onnx_path.name} ({type(e).__name__}: {e})")
+            return None
+    notes.append(f"FP16 ONNX derived from {req.onnx_path.name} (inputs and outputs stay float32)")
+    return derived
+
+
 @dataclass(frozen=True)
 class EngineRequest:
     net: str
@@ -60,10 +81,18 @@ class EngineRequest:
     precision: str = "fp16"
     profile: BatchProfile = BatchProfile()
     fixed_dims: Mapping[str, Sequence[int]] | None = None
+    fp16_onnx: Path | None = None  # the FP16 graph strongly typed TensorRT builds fp16 from (fp16_source)
+
+    def onnx_for(self, plan: PrecisionPlan) -> Path:
+        if plan.use_fp16_onnx:
+            if self.fp16_onnx is None:
+                raise ValueError(f"net {self.net!r}: an fp16 plan without an FP16 ONNX")
+            return self.fp16_onnx
+        return self.onnx_path
 
 
 def engine_key(req: EngineRequest, plan: PrecisionPlan, gpu: GpuInfo, api: TrtApi, calibration_digest: str = "") -> EngineKey:
-    onnx = fp16_onnx_path(req.onnx_path) if plan.use_fp16_onnx else req.onnx_path
+    onnx = req.onnx_for(plan)
     shapes = profile_shapes(req.inputs, req.profile, req.fixed_dims)
     return EngineKey(net=req.net, onnx_sha256=file_sha256(onnx), gpu_name=gpu.name,
                      compute_capability=gpu.compute_capability, trt_module=api.caps.module_name,
@@ -80,7 +109,7 @@ def _load_or_build(api: TrtApi, gpu: GpuInfo, req: EngineRequest, plan: Precisio
         return blob, True, cache.paths(key)[0]
     for path, why in cache.stale_engines(key):
         notes.append(f"cached engine {path.name} not reusable: " + ", ".join(why) + "; rebuilding")
-    onnx = fp16_onnx_path(req.onnx_path) if plan.use_fp16_onnx else req.onnx_path
+    onnx = req.onnx_for(plan)
     shapes = profile_shapes(req.inputs, req.profile, req.fixed_dims)
     blob = build_serialized_engine(api, onnx, plan, shapes,
                                    calibrator=calibrator_factory() if calibrator_factory else None,
@@ -98,9 +127,12 @@ def get_engine(api: TrtApi, gpu: GpuInfo, req: EngineRequest, cache: EngineCache
     samples: the net's calibration + held-out inputs (INT8 only). run_engine(engine_bytes, inputs) -> outputs runs an
     engine on host inputs and returns host outputs (the acceptance rule needs both engines' answers).
     """
-    has_fp16 = fp16_onnx_path(req.onnx_path).is_file()
+    notes: list[str] = []
+    if parse_precision(req.precision) is not Precision.FP32 and not api.caps.weak_typing:
+        req = dataclasses.replace(req, fp16_onnx=fp16_source(req, cache, notes))
+    has_fp16 = req.fp16_onnx is not None
     plan = plan_precision(req.precision, api.caps, has_fp16_onnx=has_fp16)
-    notes = [plan.note] if plan.note else []
+    notes += [plan.note] if plan.note else []
     if plan.needs_calibrator and (samples is None or not samples.calibration or not samples.held_out
                                   or run_engine is None):
         notes.append("no calibration data from the enrollment for this net; INT8 not attempted, FP16 used")

@@ -2,8 +2,8 @@
 
 fp32: the ONNX as it is; every TensorRT can.
 fp16: weakly typed TensorRT (10.x): BuilderFlag.FP16 on the fp32 graph. Strongly typed only (11.x, RTX): the graph's
-      own types decide, so an FP16 ONNX is needed (the bundle's `<net>.fp16.onnx`, see docs/gpu.md); without one the
-      engine is fp32 and the plan says why.
+      own types decide, so an FP16 ONNX is needed (the bundle's `<net>.fp16.onnx`, else one derived from the fp32
+      net, trt_engines/fp16_onnx.py); without one the engine is fp32 and the plan says why.
 int8: weakly typed TensorRT with calibrators: BuilderFlag.INT8 + FP16 (layers INT8 cannot run stay FP16) and an
       entropy calibrator fed with the user's enrollment data. Elsewhere implicit INT8 does not exist (explicit Q/DQ
       graphs are not produced by relitcam): the plan falls back to fp16 and says so.
