@@ -74,3 +74,20 @@ def test_what_stays_fp32():
             assert all(types.get(i, TensorProto.FLOAT) == TensorProto.FLOAT for i in node.input if i), node.name
     convs = [n for n in half.graph.node if n.op_type == "Conv"]
     assert convs and all(types[n.input[1]] == TensorProto.FLOAT16 for n in convs)
+
+
+def test_values_beyond_half_precision_are_clipped_not_made_infinite():
+    from onnx import helper, numpy_helper
+
+    mask = numpy_helper.from_array(np.array([0.0, -1e9, 3.0], np.float32), "mask")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "mask"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], [mask])
+    half = to_fp16(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    (converted,) = half.graph.initializer
+    assert converted.data_type == TensorProto.FLOAT16
+    np.testing.assert_array_equal(numpy_helper.to_array(converted), np.array([0.0, -65504.0, 3.0], np.float16))
+    session = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.array([1.0, 2.0, 0.5], np.float32)})
+    assert y.dtype == np.float32 and np.isfinite(y).all() and y[2] == 3.5

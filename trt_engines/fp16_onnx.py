@@ -61,6 +61,15 @@ def _kept_fp32(model: onnx.ModelProto, floats: set[str]) -> set[str]:
     return kept
 
 
+def _half(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    """`tensor` as float16; finite values beyond half's range are clipped to its largest (a -1e9 mask stays a mask
+    instead of becoming -inf, whose products with 0 are NaN)."""
+    values = numpy_helper.to_array(tensor)
+    big = float(np.finfo(np.float16).max)
+    values = np.where(np.isfinite(values), np.clip(values, -big, big), values)
+    return numpy_helper.from_array(values.astype(np.float16), tensor.name)
+
+
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """The fp16 graph of `model` (see the module doc); inputs and outputs keep their float32 type."""
     floats = _float_tensors(model)
@@ -69,7 +78,6 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     src.CopyFrom(model)
     g = src.graph
     graph_inputs = {i.name for i in g.input}
-    graph_outputs = {o.name for o in g.output}
 
     # The type each float tensor will have: fp32 for the kept ones, graph inputs and FP32_OPS outputs.
     fp32_nodes = {k for k, n in enumerate(g.node) if n.op_type in FP32_OPS or any(o in kept for o in n.output)}
@@ -82,7 +90,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     for t in g.initializer:
         if t.name in dtype and dtype[t.name] == HALF:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+            t.CopyFrom(_half(t))
     new_nodes = []
     casts: dict[tuple[str, int], str] = {}
 
@@ -109,7 +117,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type == "Constant" and node.output[0] in dtype and dtype[node.output[0]] == HALF:
             for a in node.attribute:
                 if a.name == "value":
-                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+                    a.t.CopyFrom(_half(a.t))
         new_nodes.append(node)
 
     # Outputs leave as float32: the producer writes a half tensor, one Cast makes the named output.
@@ -120,7 +128,6 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.input[:] = [inner if i == out.name else i for i in node.input]
                 node.output[:] = [inner if o == out.name else o for o in node.output]
             new_nodes.append(helper.make_node("Cast", [inner], [out.name], to=FLOAT, name=out.name + "_to_fp32"))
-    assert graph_outputs == {o.name for o in g.output}
     del g.node[:]
     g.node.extend(new_nodes)
     del g.value_info[:]  # their float types are stale; the checker re-infers
