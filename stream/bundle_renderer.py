@@ -35,7 +35,7 @@ from models.lighting.sh import (IRRADIANCE_GAIN_PER_COEFF, Y1_CONST, Y2_CROSS_CO
                                 Y22_CONST)
 from models.raster import interpolate, rasterize, vertex_normals
 from models.render import specular
-from models.xp import array_module
+from models.xp import array_module, to_numpy
 from stream.avatar import RenderedFrame
 from stream.backend import Backend, create_backend
 
@@ -382,13 +382,17 @@ class BundleRenderer:
     def loop_frame(self, frame_index: int) -> int:
         return loop_position(frame_index, self.n_idle_frames, self.loop_mode)
 
+    def _run(self, net: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # A CUDA backend (tensorrt, torch-cuda) answers with device arrays; the renderer's own steps run on the host.
+        return {name: to_numpy(value) for name, value in self.backend.run(net, inputs).items()}
+
     def lip_coeffs(self, mel_window: np.ndarray) -> np.ndarray:
         """(n_lip,) coefficients for one (T, 80) log-mel window, oldest first."""
         mel = np.asarray(mel_window, dtype=np.float32)
         t = self.mel_past_frames + 1 + self.mel_lookahead_frames
         if mel.shape != (t, N_MELS):
             raise ValueError(f"mel_window must be ({t}, {N_MELS}) log-mel frames for this avatar, got {mel.shape}")
-        out = self.backend.run("audio_to_expression", {"mel_window": mel.T[None]})
+        out = self._run("audio_to_expression", {"mel_window": mel.T[None]})
         return np.asarray(out["lip_coeffs"][0], np.float32)
 
     def decode_layers(self, i: int) -> IdleLayers:
@@ -439,7 +443,7 @@ class BundleRenderer:
         }
 
     def _blend_mouth(self, i: int, coeffs: np.ndarray, layers: IdleLayers) -> None:
-        out = self.backend.run("mouth", self.mouth_inputs(i, coeffs, layers))
+        out = self._run("mouth", self.mouth_inputs(i, coeffs, layers))
         m = self.mouth_px
         bx, by = self._box[i]
         box = (slice(by, by + m), slice(bx, bx + m))
@@ -468,13 +472,13 @@ class BundleRenderer:
 
     def _shading_net(self, normals: np.ndarray, sh: np.ndarray, on: np.ndarray) -> np.ndarray:
         if self._shading_pixel_list:  # 1x1 convolutions: a (1, 3, 1, P) strip is the same per-pixel function
-            out = self.backend.run("shading", {"normals": normals.T[None, :, None], "sh_shading": sh.T[None, :, None]})
+            out = self._run("shading", {"normals": normals.T[None, :, None], "sh_shading": sh.T[None, :, None]})
             return out["shading"][0, :, 0].T
         s = self.size_px
         full_n, full_sh = np.zeros((s * s, 3), np.float32), np.zeros((s * s, 3), np.float32)
         full_n[on], full_sh[on] = normals, sh
         chw = {"normals": full_n.T.reshape(1, 3, s, s), "sh_shading": full_sh.T.reshape(1, 3, s, s)}
-        return self.backend.run("shading", chw)["shading"][0].reshape(3, -1).T[on]
+        return self._run("shading", chw)["shading"][0].reshape(3, -1).T[on]
 
     def render(self, mel_window: np.ndarray, lighting: Lighting, frame_index: int) -> RenderedFrame:
         coeffs = self.lip_coeffs(mel_window)

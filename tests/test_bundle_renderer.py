@@ -180,6 +180,47 @@ def test_renderer_meets_protocol_and_output_ranges(fixture):
     assert off.any() and not frame.rgb_linear[off].any()  # off the person the compositor shows the background
 
 
+class DeviceArray:
+    """Stands in for a CuPy array: NumPy refuses to convert it implicitly (as it refuses CuPy's); `.get()` copies it
+    to the host."""
+
+    __module__ = "cupy._standin"
+
+    def __init__(self, host: np.ndarray) -> None:
+        self._host = host
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+    def get(self) -> np.ndarray:
+        return self._host.copy()
+
+
+class DeviceBackend:
+    """A CUDA backend's answers (device arrays) from the CPU backend's numbers."""
+
+    device = "cuda"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, net, inputs):
+        return {k: DeviceArray(v) for k, v in self.inner.run(net, inputs).items()}
+
+
+def test_a_cuda_backends_device_arrays_render_the_same_frame(fixture):
+    cpu = BundleRenderer(fixture.path)
+    cuda = BundleRenderer(fixture.path)
+    cuda.backend = DeviceBackend(cuda.backend)
+    for k in range(3):
+        want, got = cpu.render(_mel(k, cpu), KEY_LIGHT, k), cuda.render(_mel(k, cuda), KEY_LIGHT, k)
+        np.testing.assert_array_equal(got.rgb_linear, want.rgb_linear)
+        np.testing.assert_array_equal(got.matte, want.matte)
+
+
 def test_with_zero_blend_the_frame_is_the_relit_idle_frame(no_blend):
     r = BundleRenderer(no_blend.path, use_shading_net=False)
     for k, lighting in ((1, KEY_LIGHT), (2, SIDE_LIGHT)):
