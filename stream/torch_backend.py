@@ -96,7 +96,8 @@ def load_torch_net(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise BackendError(f"{path.name} is missing: the torch backend needs the nets' weights next to their ONNX "
-                           "(bundle files <net>.torch.pt, written by enrollment export)")
+                           "(bundle files <net>.torch.pt, which enrollment does not write yet; docs/gpu.md); "
+                           "--backend tensorrt or onnxruntime runs this bundle")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
