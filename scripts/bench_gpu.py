@@ -128,39 +128,49 @@ def _bench_bundle(bundle_path: Path, repeats: int, max_batch: int) -> dict:
             continue
         if hasattr(backend, "builds"):
             entry["builds"] = {n: b.describe() for n, b in backend.builds.items()}
-        feeds = {net: _inputs(backend, net, 1) for net in ("audio_to_expression", "mouth")}
-        entry["net_ms"] = {net: round(_time_ms(lambda n=net: backend.run(n, feeds[n]), repeats), 3) for net in feeds}
-        mouth_out = backend.run("mouth", feeds["mouth"])
-        entry["compose_ms"] = round(_time_ms(lambda: compose(mouth_out), repeats), 3)
-
-        def frame():
-            backend.run("audio_to_expression", feeds["audio_to_expression"])
-            compose(backend.run("mouth", feeds["mouth"]))
-
-        entry["frame_ms"] = round(_time_ms(frame, repeats), 3)
-        entry["fps"] = round(1000.0 / entry["frame_ms"], 1)
-        free, total = cp.cuda.runtime.memGetInfo()
-        entry["gpu_memory_used_mb"] = round((total - free) / 2**20, 1)
-        batches = {}
-        b = 1
-        while b <= max_batch:
-            fb = {net: _inputs(backend, net, b) for net in feeds}
-
-            def batched(fb=fb, b=b):
-                backend.run("audio_to_expression", fb["audio_to_expression"])
-                out = backend.run("mouth", fb["mouth"])
-                for _ in range(b):
-                    compose({k: v[:1] for k, v in out.items()})
-
-            batches[b] = round(_time_ms(batched, max(5, repeats // 4)), 3)
-            b *= 2
-        entry["batch_frame_ms"] = batches
-        fits = [bb for bb, ms in batches.items() if ms <= FRAME_BUDGET_MS]
-        entry["sessions_at_30fps"] = max(fits) if fits else 0
+        try:
+            _time_backend(backend, entry, compose, repeats, max_batch)
+        except Exception as e:  # one backend failing mid-run must not lose the others' figures
+            entry["failed"] = f"{type(e).__name__}: {e}"
         results.append(entry)
-        backend = None  # its engines and buffers go before the next backend loads (closures above saw it live)
+        backend = None  # its engines and buffers go before the next backend loads
         cp.get_default_memory_pool().free_all_blocks()
     return {"bundle": str(bundle_path), "size_px": s, "mouth_px": m, "results": results}
+
+
+def _time_backend(backend, entry: dict, compose, repeats: int, max_batch: int) -> None:
+    """Per-net, compositing, whole-frame and batched timings of one backend, into `entry`."""
+    import cupy as cp
+
+    feeds = {net: _inputs(backend, net, 1) for net in ("audio_to_expression", "mouth")}
+    entry["net_ms"] = {net: round(_time_ms(lambda n=net: backend.run(n, feeds[n]), repeats), 3) for net in feeds}
+    mouth_out = backend.run("mouth", feeds["mouth"])
+    entry["compose_ms"] = round(_time_ms(lambda: compose(mouth_out), repeats), 3)
+
+    def frame():
+        backend.run("audio_to_expression", feeds["audio_to_expression"])
+        compose(backend.run("mouth", feeds["mouth"]))
+
+    entry["frame_ms"] = round(_time_ms(frame, repeats), 3)
+    entry["fps"] = round(1000.0 / entry["frame_ms"], 1)
+    free, total = cp.cuda.runtime.memGetInfo()
+    entry["gpu_memory_used_mb"] = round((total - free) / 2**20, 1)
+    batches = {}
+    b = 1
+    while b <= max_batch:
+        fb = {net: _inputs(backend, net, b) for net in feeds}
+
+        def batched(fb=fb, b=b):
+            backend.run("audio_to_expression", fb["audio_to_expression"])
+            out = backend.run("mouth", fb["mouth"])
+            for _ in range(b):
+                compose({k: v[:1] for k, v in out.items()})
+
+        batches[b] = round(_time_ms(batched, max(5, repeats // 4)), 3)
+        b *= 2
+    entry["batch_frame_ms"] = batches
+    fits = [bb for bb, ms in batches.items() if ms <= FRAME_BUDGET_MS]
+    entry["sessions_at_30fps"] = max(fits) if fits else 0
 
 
 def _plot(report: dict, path: Path) -> None:
@@ -176,7 +186,9 @@ def _plot(report: dict, path: Path) -> None:
             if "frame_ms" in r:
                 labels.append(f"{case['size_px']}px {r['backend']} {r['precision']}")
                 frame_ms.append(r["frame_ms"])
-                ax2.plot(list(r["batch_frame_ms"]), list(r["batch_frame_ms"].values()), marker="o", label=labels[-1])
+                if "batch_frame_ms" in r:  # absent where the backend failed before the batched runs
+                    ax2.plot(list(r["batch_frame_ms"]), list(r["batch_frame_ms"].values()), marker="o",
+                             label=labels[-1])
     ax1.barh(labels, frame_ms)
     ax1.axvline(FRAME_BUDGET_MS, color="r", ls="--", label="30 fps")
     ax1.set_xlabel("whole frame, GPU ms")

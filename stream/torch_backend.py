@@ -119,6 +119,12 @@ def _specs(shapes: Mapping[str, list[int]]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(n, tuple(None if d < 0 else int(d) for d in s), "float32") for n, s in shapes.items())
 
 
+def graph_capturable(inputs: Iterable[TensorSpec]) -> bool:
+    """Whether CUDA graphs pay for a net: only its batch axis may vary. A net fed other sizes every call (the shading
+    net's pixel strips) would capture a graph per size, each capture synchronising the device, none replayed."""
+    return all(d is not None for spec in inputs for d in spec.shape[1:])
+
+
 class TorchBackend(NetTable):
     """Backend protocol over torch modules; see the module doc. device: "cuda" (default) or "cpu"."""
 
@@ -185,7 +191,8 @@ class TorchBackend(NetTable):
         check_feed(net, self._inputs[net], inputs)
         args = [self._to_torch(net, s.name, inputs[s.name]) for s in self._inputs[net]]
         with self._torch.inference_mode():
-            outs = self._graph_run(net, args) if self.cuda_graphs else self._modules[net](*args)
+            graphs = self.cuda_graphs and graph_capturable(self._inputs[net])
+            outs = self._graph_run(net, args) if graphs else self._modules[net](*args)
         outs = outs if isinstance(outs, (tuple, list)) else (outs,)
         names = [s.name for s in self._outputs[net]]
         if len(outs) != len(names):

@@ -126,3 +126,12 @@ def test_cuda_backend_fp16_graphs_close_to_onnxruntime(fixture):
     for k, v in ort.run("mouth", feed).items():
         assert isinstance(got[k], cp.ndarray)
         np.testing.assert_allclose(cp.asnumpy(got[k]), v, atol=2e-2)
+
+
+def test_cuda_graphs_only_for_nets_whose_inputs_vary_only_in_batch():
+    from stream.backend import TensorSpec
+    from stream.torch_backend import graph_capturable
+
+    mouth = (TensorSpec("coarse_normals", (None, 3, 96, 96), "float32"), TensorSpec("mask", (None, 1, 96, 96), "float32"))
+    shading = (TensorSpec("normals", (None, 3, None, None), "float32"),)
+    assert graph_capturable(mouth) and not graph_capturable(shading)

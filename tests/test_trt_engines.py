@@ -191,11 +191,16 @@ def test_builder_drives_the_tensorrt_api(tmp_path):
     rec = _Recorder(fake_trt())
     api = TrtApi(rec.module, capabilities_of(rec.module, "tensorrt"))
     plan = plan_precision("int8", api.caps, has_fp16_onnx=False)
-    assert build_serialized_engine(api, tmp_path / "m.onnx", plan, shapes, calibrator=object()) == b"serialized"
+    calibrator = SimpleNamespace(get_batch_size=lambda: 3)
+    assert build_serialized_engine(api, tmp_path / "m.onnx", plan, shapes, calibrator=calibrator) == b"serialized"
     names = [c[0] for c in rec.calls]
     assert ("flag", 1) in rec.calls and ("flag", 2) in rec.calls  # FP16 and INT8
     assert ("set", "int8_calibrator") in rec.calls and "calibration_profile" in names
     assert ("set_shape", ("x", (1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))) in rec.calls
+    # Calibration has a profile of its own, fixed at the calibrator's batch (TensorRT calibrates at opt).
+    assert ("set_shape", ("x", (3, 3, 8, 8), (3, 3, 8, 8), (3, 3, 8, 8))) in rec.calls
+    with pytest.raises(EngineBuildError, match="calibration batch 9 is outside the engine's batch range 1..4"):
+        build_serialized_engine(api, "m.onnx", plan, shapes, calibrator=SimpleNamespace(get_batch_size=lambda: 9))
     assert ("network_flags", 0) in rec.calls  # TRT 10: explicit batch is the default, no flag
     with pytest.raises(EngineBuildError, match="needs a calibrator"):
         build_serialized_engine(api, "m.onnx", plan, shapes)

@@ -83,8 +83,17 @@ def build_serialized_engine(
     config.add_optimization_profile(profile)
     if plan.needs_calibrator:
         config.int8_calibrator = calibrator
-        # Calibration runs at one shape: the calibrator's batch, which must lie in the profile.
-        config.set_calibration_profile(profile)
+        # Calibration runs at its profile's opt shape, and the calibrator's buffers must be that shape: a profile of
+        # its own, fixed at the calibrator's batch (the build profile's opt batch is the live one, usually 1).
+        batch = int(calibrator.get_batch_size())
+        if not shapes[0].min_shape[0] <= batch <= shapes[0].max_shape[0]:
+            raise EngineBuildError(f"calibration batch {batch} is outside the engine's batch range "
+                                   f"{shapes[0].min_shape[0]}..{shapes[0].max_shape[0]}")
+        calibration = builder.create_optimization_profile()
+        for s in shapes:
+            fixed = (batch, *s.opt_shape[1:])
+            calibration.set_shape(s.name, fixed, fixed, fixed)
+        config.set_calibration_profile(calibration)
     if api.caps.compute_capability_targets:
         # TensorRT-RTX builds ahead of time for a list of GPUs: one, the GPU the cache key names.
         config.num_compute_capabilities = 1

@@ -2,13 +2,17 @@
 
 Deserialize (a None engine means it was built for another GPU or TensorRT: EngineLoadError says so), one execution
 context, and per call: set_input_shape + set_tensor_address for each input (the caller's device buffers, zero-copy),
-output buffers allocated in CuPy and bound the same way, execute_async_v3 on the current CuPy stream. Nothing is
-synchronised here: results are ordered on that stream before any later CuPy work on it, so compositing can follow
-without a host round trip.
+output buffers allocated in CuPy and bound the same way, execute_async_v3 on the runner's own stream. TensorRT is
+never given the legacy default stream (CuPy's current stream unless the caller chose one): there it adds device
+synchronisations of its own. The runner's stream waits for the caller's current stream and the caller's stream
+waits for the results (events, no host wait), so compositing can follow without a host round trip; buffers are
+allocated on the runner's stream, so CuPy's pool reuses them only after the work queued there.
 
-CUDA graphs (`capture_graph`): for one fixed batch size, static input/output buffers are bound once, one warm-up
-run lets TensorRT finish its lazy setup, and one execute_async_v3 is captured on a private stream. A call then copies
-the inputs into the static buffers (device to device) and launches the graph: one launch instead of one per kernel.
+CUDA graphs (`capture_graph`): for one fixed batch size, a second execution context of its own (a captured graph
+replays the context state it was captured with; live calls of other batch sizes would change that state), static
+input/output buffers bound once, one warm-up run lets TensorRT finish its lazy setup, and one execute_async_v3 is
+captured on a private stream. A call then copies the inputs into the static buffers (device to device) and launches
+the graph: one launch instead of one per kernel.
 """
 
 from __future__ import annotations
@@ -59,41 +63,49 @@ class EngineRunner:
         self.input_names = tuple(n for n, t in self.tensors.items() if t.is_input)
         self.output_names = tuple(n for n, t in self.tensors.items() if not t.is_input)
         self._graphs: dict[tuple, _CapturedGraph] = {}
+        self._stream = None  # created at the first call, on the device current then
 
-    def _bind_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def _bind_inputs(self, context, inputs: Mapping[str, Any]) -> dict[str, Any]:
         bound = {}
         for name in self.input_names:
             arr = to_device(inputs[name], self.tensors[name].dtype)
-            if not self.context.set_input_shape(name, tuple(arr.shape)):
+            if not context.set_input_shape(name, tuple(arr.shape)):
                 raise ValueError(f"{self.label}: input {name!r} shape {tuple(arr.shape)} is outside the engine's "
                                  "optimization profile")
-            self.context.set_tensor_address(name, arr.data.ptr)
-            bound[name] = arr  # kept alive until the work is queued
+            context.set_tensor_address(name, arr.data.ptr)
+            bound[name] = arr
         return bound
 
-    def _bind_outputs(self) -> dict[str, Any]:
+    def _bind_outputs(self, context) -> dict[str, Any]:
         import cupy as cp
 
         outs = {}
         for name in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(name))
+            shape = tuple(context.get_tensor_shape(name))
             outs[name] = cp.empty(shape, dtype=self.tensors[name].dtype)
-            self.context.set_tensor_address(name, outs[name].data.ptr)
+            context.set_tensor_address(name, outs[name].data.ptr)
         return outs
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Outputs (CuPy, float32) of one call, queued on the current CuPy stream."""
+        """Outputs (CuPy, float32) of one call, ordered before later work on the caller's current CuPy stream."""
         import cupy as cp
 
         key = tuple(tuple(getattr(inputs[n], "shape", ())) for n in self.input_names)
         if key in self._graphs:
             return self._graphs[key].run(inputs)
-        stream = cp.cuda.get_current_stream()
-        _keep = self._bind_inputs(inputs)
-        outs = self._bind_outputs()
-        if not self.context.execute_async_v3(stream.ptr):
-            raise RuntimeError(f"{self.label}: execute_async_v3 failed; see the TensorRT log")
-        return {n: a if a.dtype == cp.float32 else a.astype(cp.float32) for n, a in outs.items()}
+        if self._stream is None:
+            self._stream = cp.cuda.Stream(non_blocking=True)
+        caller = cp.cuda.get_current_stream()
+        self._stream.wait_event(caller.record())  # the inputs may still be being written on the caller's stream
+        with self._stream:
+            bound = self._bind_inputs(self.context, inputs)
+            outs = self._bind_outputs(self.context)
+            if not self.context.execute_async_v3(self._stream.ptr):
+                raise RuntimeError(f"{self.label}: execute_async_v3 failed; see the TensorRT log")
+            outs = {n: a if a.dtype == cp.float32 else a.astype(cp.float32) for n, a in outs.items()}
+            del bound  # freed to this stream's pool: reused only by work queued after this call's
+        caller.wait_event(self._stream.record())
+        return outs
 
     def capture_graph(self, example_inputs: Mapping[str, Any]) -> None:
         """Capture a CUDA graph for the shapes of `example_inputs`; later calls with those shapes replay it."""
@@ -107,19 +119,24 @@ class _CapturedGraph:
 
         self.runner = runner
         self.stream = cp.cuda.Stream(non_blocking=True)
+        self.context = runner.engine.create_execution_context()
+        if self.context is None:
+            raise EngineLoadError(f"{runner.label}: no execution context for a CUDA graph (out of GPU memory?)")
         with self.stream:
             self.inputs = {n: to_device(example_inputs[n], runner.tensors[n].dtype).copy() for n in runner.input_names}
             for n, arr in self.inputs.items():
-                runner.context.set_input_shape(n, tuple(arr.shape))
-                runner.context.set_tensor_address(n, arr.data.ptr)
-            self.outputs = runner._bind_outputs()
+                if not self.context.set_input_shape(n, tuple(arr.shape)):
+                    raise ValueError(f"{runner.label}: input {n!r} shape {tuple(arr.shape)} is outside the engine's "
+                                     "optimization profile")
+                self.context.set_tensor_address(n, arr.data.ptr)
+            self.outputs = runner._bind_outputs(self.context)
             # Warm-up outside capture: TensorRT may allocate or set up lazily on the first run.
-            if not runner.context.execute_async_v3(self.stream.ptr):
+            if not self.context.execute_async_v3(self.stream.ptr):
                 raise RuntimeError(f"{runner.label}: warm-up before CUDA graph capture failed")
             self.stream.synchronize()
             self.stream.begin_capture()
             try:
-                runner.context.execute_async_v3(self.stream.ptr)
+                self.context.execute_async_v3(self.stream.ptr)
             finally:
                 self.graph = self.stream.end_capture()
 
