@@ -113,6 +113,37 @@ def test_masks_nest_inside_the_face(astronaut, landmarks):
     assert (rgb[:, 0] > rgb[:, 2]).mean() > 0.9
 
 
+def test_convex_polygon_mask_is_polygon_mask_pixel_for_pixel():
+    from scipy.spatial import ConvexHull
+
+    from models.face.masks import convex_polygon_mask
+
+    rng = np.random.default_rng(3)
+    for k in range(300):
+        pts = rng.normal(48, rng.uniform(2, 30), (rng.integers(3, 30), 2))
+        hull = pts[ConvexHull(pts).vertices]
+        if k % 2:
+            hull = hull[::-1]  # either way round
+        shape = (96, 80) if k % 3 else (40, 120)
+        np.testing.assert_array_equal(convex_polygon_mask(hull, shape), polygon_mask(hull, shape))
+
+
+def test_grow_mask_is_a_dilation_by_the_disc_of_integer_offsets():
+    from scipy.ndimage import binary_dilation
+
+    from models.face.masks import grow_mask
+
+    rng = np.random.default_rng(4)
+    for k in range(200):
+        mask = rng.random((60, 70)) > rng.choice([0.999, 0.99, 0.9])
+        radius = float(rng.choice([0.0, 0.5, 1.0, 2.5, 5.0, 5.12, 7.3]))
+        r = int(np.ceil(radius))
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        want = binary_dilation(mask, structure=(xx * xx + yy * yy) <= radius * radius) if r > 0 else mask
+        np.testing.assert_array_equal(grow_mask(mask, radius), want)
+    assert not grow_mask(np.zeros((5, 5), bool), 3.0).any()
+
+
 def test_polygon_mask_area_and_bad_shape():
     square = np.array([[10.0, 10.0], [30.0, 10.0], [30.0, 20.0], [10.0, 20.0]])
     assert polygon_mask(square, (40, 40)).sum() == pytest.approx(200, abs=31)
