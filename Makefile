@@ -1,10 +1,12 @@
 # Two commands on a fresh Debian machine (as root): `make run` and `make test`.
-# `make setup` is what both depend on: Debian packages that are missing, a .venv, and the project installed into it.
+# `make setup` is what both depend on: Debian packages that are missing, a .venv, and the project installed into it;
+# `make test` adds the test extra (pytest, the browser driver, dlib's reference, TensorRT-RTX), which running needs not.
 
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.relitcam-installed
+TEST_STAMP := $(VENV)/.relitcam-test-installed
 DEBS    := espeak-ng libespeak-ng1 blender-data sox chromium portaudio19-dev pulseaudio
 RELITCAM := $(VENV)/bin/relitcam
 
@@ -24,8 +26,12 @@ debs:
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
 
 # The default avatar, live: from the microphone when there is one, else the bundled espeak-ng speech on a loop.
 SPEECH_SAMPLE := models/assets/speech_sample.wav
@@ -41,7 +47,7 @@ run: setup
 
 # A test that hangs fails after 10 minutes (pytest-timeout, pyproject.toml); the whole run is cut at 80 minutes so that
 # a hang outside any test still ends, with where it was (SIGINT: pytest prints the interrupted test and a summary).
-test: setup
+test: setup $(TEST_STAMP)
 	timeout -s INT -k 60 4800 $(VPY) -m pytest -q -ra
 
 clean:
