@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from models.colour import srgb_to_linear
-from models.lighting.envmap import check_environment_map, environment_lighting, photo_lighting
+from models.lighting.envmap import (PHOTO_LIGHT_SATURATION, check_environment_map, environment_lighting,
+                                   photo_lighting)
 from models.lighting.exposure import exposed_for_face
 from models.lighting.lighting import Lighting
 from models.lighting.sources import preset, preset_names
@@ -266,17 +267,20 @@ def load_lighting(path: str | os.PathLike) -> Lighting:
     return Lighting.from_json(text, source=str(p))
 
 
-def environment_map_lighting(path: str | os.PathLike, name: str | None = None) -> Lighting:
-    """An .hdr/.exr environment map as a face's lighting: SH plus its brightest lights, exposed for the face as a
-    camera would (maps straight from their files differ in level by orders of magnitude)."""
-    return exposed_for_face(environment_lighting(read_environment_map(path), name=name or Path(path).stem))
+def environment_map_lighting(path: str | os.PathLike, name: str | None = None, num_lights: int = 4,
+                             expose: bool = True) -> Lighting:
+    """An .hdr/.exr environment map as a face's lighting: SH plus its `num_lights` brightest lights, exposed for the
+    face as a camera would (`expose`; maps straight from their files differ in level by orders of magnitude)."""
+    lighting = environment_lighting(read_environment_map(path), num_lights, name or Path(path).stem)
+    return exposed_for_face(lighting) if expose else lighting
 
 
-def photo_file_lighting(path: str | os.PathLike) -> Lighting:
-    """The lighting of the place an ordinary photo (sRGB) shows, exposed for the face: what `relitcam run --light
-    background` gives over that picture, and `relitcam lights from-image` writes."""
+def photo_file_lighting(path: str | os.PathLike, num_lights: int = 4, saturation: float = PHOTO_LIGHT_SATURATION,
+                        expose: bool = True) -> Lighting:
+    """The lighting of the place an ordinary photo (sRGB) shows, exposed for the face (`expose`): what `relitcam run
+    --light background` gives over that picture, and `relitcam lights from-image` writes."""
     photo, _ = read_image(path, "photo")
-    return photo_lighting(srgb_to_linear(photo), name=Path(path).stem)
+    return photo_lighting(srgb_to_linear(photo), num_lights, Path(path).stem, saturation, expose)
 
 
 def resolve_lighting(spec: str) -> Lighting:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from models.colour import srgb_to_linear
-from models.lighting.envmap import PHOTO_LIGHT_SATURATION, environment_lighting, photo_lighting
+from models.lighting.envmap import PHOTO_LIGHT_SATURATION
 from models.lighting.estimate import estimate_lighting
-from models.lighting.exposure import exposed_for_face
-from models.lighting.files import read_environment_map, read_image, read_normal_map, save_lighting
+from models.lighting.files import (environment_map_lighting, photo_file_lighting, read_image, read_normal_map,
+                                   save_lighting)
 from models.lighting.sh import Y00_CONST, axis_angle_matrix
 from models.lighting.sources import preset_description, preset_names
 
@@ -75,12 +75,9 @@ def main(argv: list[str]) -> int:
         raise ValueError(f"--lights must be >= 0, got {args.lights}")
     name = Path(args.file).stem
     if args.action == "from-hdr":
-        lighting = environment_lighting(read_environment_map(args.file), args.lights, name)
-        return _finish(lighting if args.as_recorded else exposed_for_face(lighting), args)
+        return _finish(environment_map_lighting(args.file, name, args.lights, not args.as_recorded), args)
     if args.action == "from-image":
-        photo, _ = read_image(args.file, "background photo")
-        lighting = photo_lighting(srgb_to_linear(photo), args.lights, name, args.saturation, not args.as_recorded)
-        return _finish(lighting, args)
+        return _finish(photo_file_lighting(args.file, args.lights, args.saturation, not args.as_recorded), args)
     # from-portrait
     photo, _ = read_image(args.file, "portrait")
     normals, mask = read_normal_map(args.normal)
